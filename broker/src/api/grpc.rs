@@ -1,0 +1,515 @@
+//! The public gRPC API: decode, validate, route to the shard leader, encode.
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::iterator::ShardIterator;
+use crate::limits::{self, ShardLimits};
+use crate::meta::{parse_shard_id, MetaCommand, ShardMeta, StreamMeta};
+use crate::node::{Node, Target, MAX_HOPS};
+use crate::pb::{self, IteratorType};
+use crate::raft::RecordInput;
+use crate::sequence::SequenceNumber;
+use crate::shard::reader::{Page, Position, ReadLimits};
+use crate::shard::writer::RecordOutcome;
+use crate::shard::ShardReplica;
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+const HOPS: &str = "x-freshet-hops";
+
+pub struct Api {
+    node: Arc<Node>,
+}
+
+impl Api {
+    pub fn new(node: Arc<Node>) -> Self {
+        Api { node }
+    }
+
+    fn stream(&self, name: &str) -> Result<StreamMeta> {
+        limits::validate_stream_name(name)?;
+        self.node.meta_view.read(|m| m.streams.get(name).cloned()).ok_or_else(|| Error::stream_not_found(name))
+    }
+
+    fn secret(&self) -> Result<Vec<u8>> {
+        let s = self.node.meta_view.read(|m| m.secret.clone());
+        if s.is_empty() {
+            return Err(Error::unavailable("cluster metadata is not initialised yet; retry shortly"));
+        }
+        Ok(s)
+    }
+
+    fn expired_before(&self, stream: &StreamMeta) -> i64 {
+        crate::now_ms() - i64::from(stream.retention_hours) * self.node.config.retention_hour_ms
+    }
+}
+
+fn shard_of<'a>(stream: &'a StreamMeta, shard_id: &str) -> Result<&'a ShardMeta> {
+    let index = parse_shard_id(shard_id)?;
+    stream.shard(index).ok_or_else(|| {
+        Error::not_found(format!(
+            "Shard {shard_id} in stream {} under account {} does not exist",
+            stream.name,
+            crate::ACCOUNT_ID
+        ))
+    })
+}
+
+fn hops<T>(req: &Request<T>) -> u32 {
+    req.metadata().get(HOPS).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// Forwards a request to another node's public API, counting hops against loops.
+fn forwarded<T>(msg: T, hops: u32) -> Result<Request<T>> {
+    if hops >= MAX_HOPS {
+        return Err(Error::unavailable("shard leadership is moving; retry"));
+    }
+    let mut req = Request::new(msg);
+    req.metadata_mut().insert(HOPS, (hops + 1).to_string().parse().expect("digits"));
+    Ok(req)
+}
+
+fn to_pb(r: crate::shard::reader::StoredRecord) -> pb::Record {
+    pb::Record {
+        sequence_number: r.sequence_number.to_string(),
+        partition_key: r.partition_key,
+        data: r.data,
+        approximate_arrival_timestamp_ms: r.arrival_ms,
+    }
+}
+
+fn throttled(shard: &ShardMeta, stream: &str) -> Error {
+    Error::new(
+        ErrorKind::ProvisionedThroughputExceeded,
+        format!("Rate exceeded for shard {} in stream {stream} under account {}.", shard.shard_id(), crate::ACCOUNT_ID),
+    )
+}
+
+/// Where an iterator request starts, resolved on a replica of the shard.
+fn start_position(
+    replica: &ShardReplica,
+    epoch: u32,
+    kind: IteratorType,
+    seq: Option<SequenceNumber>,
+    ts: Option<i64>,
+) -> Result<Position> {
+    let shared = &replica.shared;
+    Ok(match kind {
+        IteratorType::TrimHorizon => shared.trim_horizon(),
+        IteratorType::Latest => shared.latest(),
+        IteratorType::AtTimestamp => shared.at_timestamp(ts.unwrap_or(0))?,
+        IteratorType::AtSequenceNumber | IteratorType::AfterSequenceNumber => {
+            let mut s = seq.expect("validated");
+            if s.epoch != epoch {
+                return Err(Error::invalid(format!(
+                    "StartingSequenceNumber {s} used in GetShardIterator does not belong to shard {}.",
+                    crate::meta::shard_id(replica.shard_index)
+                )));
+            }
+            if kind == IteratorType::AfterSequenceNumber {
+                s = s.successor();
+            }
+            Position { log_index: s.log_index, position: s.position }
+        }
+    })
+}
+
+/// Checks the iterator arguments Kinesis checks before touching the shard.
+fn validate_iterator_args(
+    kind: i32,
+    seq: &Option<String>,
+    ts: Option<i64>,
+) -> Result<(IteratorType, Option<SequenceNumber>)> {
+    let kind = IteratorType::try_from(kind).map_err(|_| {
+        Error::validation(format!(
+            "1 validation error detected: Value '{kind}' at 'shardIteratorType' failed to satisfy constraint: Member must satisfy enum value set: [AT_SEQUENCE_NUMBER, AFTER_SEQUENCE_NUMBER, TRIM_HORIZON, LATEST, AT_TIMESTAMP]"
+        ))
+    })?;
+    let seq = match kind {
+        IteratorType::AtSequenceNumber | IteratorType::AfterSequenceNumber => match seq {
+            Some(s) => Some(SequenceNumber::parse(s)?),
+            None => {
+                return Err(Error::invalid(format!(
+                    "StartingSequenceNumber must be specified for shardIteratorType {}",
+                    kind.as_str_name()
+                )))
+            }
+        },
+        _ => None,
+    };
+    if kind == IteratorType::AtTimestamp {
+        match ts {
+            None => return Err(Error::invalid("Must specify timestampInMillis parameter for iterator of type AT_TIMESTAMP. Current request has no timestamp parameter.")),
+            Some(t) if t > crate::now_ms() + 300_000 => {
+                return Err(Error::invalid(format!("The timestampInMillis parameter cannot be greater than the currentTimestampInMillis. timestampInMillis: {t}")))
+            }
+            _ => {}
+        }
+    }
+    Ok((kind, seq))
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::SubscribeEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::freshet_server::Freshet for Api {
+    async fn create_stream(
+        &self,
+        req: Request<pb::CreateStreamRequest>,
+    ) -> Result<Response<pb::CreateStreamResponse>, Status> {
+        let r = req.into_inner();
+        limits::validate_stream_name(&r.stream_name)?;
+        limits::validate_shard_count(r.shard_count)?;
+        let retention_hours = r.retention_hours.unwrap_or(limits::DEFAULT_RETENTION_HOURS);
+        limits::validate_retention_hours(retention_hours)?;
+        let replication = r.replication_factor.unwrap_or(limits::DEFAULT_REPLICATION);
+        limits::validate_replication(replication, self.node.config.peers.len())?;
+        let limits = match r.limits {
+            None => ShardLimits::default(),
+            Some(l) => {
+                if l.enforce && (l.write_bytes_per_second == 0 || l.write_records_per_second == 0) {
+                    return Err(Error::invalid(
+                        "Shard write limits must be positive; switch them off with enforce = false instead.",
+                    )
+                    .into());
+                }
+                ShardLimits {
+                    enforce: l.enforce,
+                    write_bytes_per_second: l.write_bytes_per_second,
+                    write_records_per_second: l.write_records_per_second,
+                }
+            }
+        };
+        self.node
+            .meta_write(MetaCommand::CreateStream {
+                name: r.stream_name,
+                shard_count: r.shard_count,
+                retention_hours,
+                replication,
+                limits,
+                now_ms: crate::now_ms(),
+                nodes: self.node.config.peers.keys().copied().collect(),
+            })
+            .await?;
+        Ok(Response::new(pb::CreateStreamResponse {}))
+    }
+
+    async fn describe_stream(
+        &self,
+        req: Request<pb::DescribeStreamRequest>,
+    ) -> Result<Response<pb::StreamDescription>, Status> {
+        let s = self.stream(&req.into_inner().stream_name)?;
+        let shards = s
+            .shards
+            .iter()
+            .map(|sh| pb::Shard {
+                shard_id: sh.shard_id(),
+                starting_hash_key: sh.range.start.to_string(),
+                ending_hash_key: sh.range.end.to_string(),
+                starting_sequence_number: sh.starting_sequence_number().to_string(),
+                ending_sequence_number: sh.ending_sequence_number.clone(),
+                leader: self.node.shard(sh.group_id).and_then(|r| {
+                    use openraft::async_runtime::WatchReceiver;
+                    r.raft.metrics().borrow_watched().current_leader
+                }),
+                replicas: sh.replicas.clone(),
+            })
+            .collect();
+        Ok(Response::new(pb::StreamDescription {
+            stream_name: s.name.clone(),
+            status: s.status.as_str().to_string(),
+            retention_hours: s.retention_hours,
+            replication_factor: s.replication,
+            shards,
+            limits: Some(pb::ShardLimits {
+                enforce: s.limits.enforce,
+                write_bytes_per_second: s.limits.write_bytes_per_second,
+                write_records_per_second: s.limits.write_records_per_second,
+            }),
+            created_at_ms: s.created_ms,
+        }))
+    }
+
+    async fn list_streams(
+        &self,
+        _req: Request<pb::ListStreamsRequest>,
+    ) -> Result<Response<pb::ListStreamsResponse>, Status> {
+        let stream_names = self.node.meta_view.read(|m| m.streams.keys().cloned().collect());
+        Ok(Response::new(pb::ListStreamsResponse { stream_names }))
+    }
+
+    async fn delete_stream(
+        &self,
+        req: Request<pb::DeleteStreamRequest>,
+    ) -> Result<Response<pb::DeleteStreamResponse>, Status> {
+        let name = req.into_inner().stream_name;
+        self.stream(&name)?;
+        self.node.meta_write(MetaCommand::DeleteStream { name }).await?;
+        Ok(Response::new(pb::DeleteStreamResponse {}))
+    }
+
+    async fn put_record(&self, req: Request<pb::PutRecordRequest>) -> Result<Response<pb::PutRecordResponse>, Status> {
+        let r = req.into_inner();
+        let entry = pb::PutRecordsEntry {
+            partition_key: r.partition_key,
+            data: r.data,
+            explicit_hash_key: r.explicit_hash_key,
+        };
+        let out = self
+            .put_records(Request::new(pb::PutRecordsRequest { stream_name: r.stream_name.clone(), records: vec![entry] }))
+            .await?
+            .into_inner();
+        let result = out.records.into_iter().next().ok_or_else(|| Status::internal("no result"))?;
+        if result.error_code.is_empty() {
+            return Ok(Response::new(pb::PutRecordResponse {
+                shard_id: result.shard_id,
+                sequence_number: result.sequence_number,
+            }));
+        }
+        let kind = if result.error_code == ErrorKind::ProvisionedThroughputExceeded.kinesis_type() {
+            ErrorKind::ProvisionedThroughputExceeded
+        } else {
+            ErrorKind::Unavailable
+        };
+        Err(Error::new(kind, result.error_message).into())
+    }
+
+    async fn put_records(
+        &self,
+        req: Request<pb::PutRecordsRequest>,
+    ) -> Result<Response<pb::PutRecordsResponse>, Status> {
+        let r = req.into_inner();
+        let stream = self.stream(&r.stream_name)?;
+        let total: usize = r.records.iter().map(|e| e.data.len() + e.partition_key.len()).sum();
+        limits::validate_put_records_batch(r.records.len(), total)?;
+        // Validate everything first: a batch with one bad record is rejected whole.
+        for e in &r.records {
+            limits::validate_partition_key(&e.partition_key)?;
+            limits::validate_data(&e.data)?;
+            if let Some(k) = &e.explicit_hash_key {
+                crate::hashkey::parse_explicit_hash_key(k)?;
+            }
+        }
+        let n = r.records.len();
+        let inputs = r
+            .records
+            .into_iter()
+            .map(|e| (RecordInput { partition_key: e.partition_key, data: e.data }, e.explicit_hash_key))
+            .collect();
+        let batches = crate::router::plan(&stream, inputs)?;
+        let writes = batches.into_iter().map(|b| {
+            let node = self.node.clone();
+            async move {
+                let outcome = node.shard_write(b.shard.group_id, &b.shard.replicas, b.records, 0).await;
+                (b.shard, b.positions, outcome)
+            }
+        });
+        let mut results = vec![pb::PutRecordsResult::default(); n];
+        let mut failed = 0u32;
+        for (shard, positions, outcome) in futures::future::join_all(writes).await {
+            for (i, pos) in positions.into_iter().enumerate() {
+                let slot = &mut results[pos];
+                match outcome.as_ref().map(|o| &o[i]) {
+                    Ok(RecordOutcome::Written { log_index, position }) => {
+                        slot.shard_id = shard.shard_id();
+                        slot.sequence_number = SequenceNumber::new(shard.epoch, *log_index, *position).to_string();
+                    }
+                    Ok(RecordOutcome::Throttled) => {
+                        failed += 1;
+                        slot.error_code = ErrorKind::ProvisionedThroughputExceeded.kinesis_type().into();
+                        slot.error_message = throttled(shard, &stream.name).message;
+                    }
+                    Ok(RecordOutcome::Failed(e)) | Err(e) => {
+                        failed += 1;
+                        slot.error_code = "InternalFailure".into();
+                        slot.error_message = e.message.clone();
+                    }
+                }
+            }
+        }
+        Ok(Response::new(pb::PutRecordsResponse { failed_record_count: failed, records: results }))
+    }
+
+    async fn get_shard_iterator(
+        &self,
+        req: Request<pb::GetShardIteratorRequest>,
+    ) -> Result<Response<pb::GetShardIteratorResponse>, Status> {
+        let hops = hops(&req);
+        let r = req.into_inner();
+        let stream = self.stream(&r.stream_name)?;
+        let shard = shard_of(&stream, &r.shard_id)?;
+        let (kind, seq) = validate_iterator_args(r.iterator_type, &r.starting_sequence_number, r.timestamp_ms)?;
+        let secret = self.secret()?;
+        let replica = match self.node.leader_target(shard.group_id, &shard.replicas).await? {
+            Target::Local(replica) => replica,
+            Target::Remote(addr) => {
+                let fwd = forwarded(r, hops)?;
+                return self.node.pool.api(&addr).get_shard_iterator(fwd).await;
+            }
+        };
+        let pos = start_position(&replica, shard.epoch, kind, seq, r.timestamp_ms)?;
+        let it = ShardIterator {
+            stream: stream.name.clone(),
+            shard_index: shard.index,
+            group_id: shard.group_id,
+            log_index: pos.log_index,
+            position: pos.position,
+            issued_ms: crate::now_ms(),
+        };
+        Ok(Response::new(pb::GetShardIteratorResponse { shard_iterator: it.encode(&secret) }))
+    }
+
+    async fn get_records(&self, req: Request<pb::GetRecordsRequest>) -> Result<Response<pb::GetRecordsResponse>, Status> {
+        let hops = hops(&req);
+        let r = req.into_inner();
+        let limit = r.limit.unwrap_or(limits::MAX_GET_RECORDS_LIMIT);
+        limits::validate_get_records_limit(limit)?;
+        let secret = self.secret()?;
+        let it = ShardIterator::decode(&r.shard_iterator, &secret, crate::now_ms())?;
+        let stream = self.stream(&it.stream)?;
+        let shard = stream
+            .shard(it.shard_index)
+            .filter(|s| s.group_id == it.group_id)
+            .ok_or_else(|| Error::invalid("Invalid ShardIterator."))?;
+        let replica = match self.node.leader_target(shard.group_id, &shard.replicas).await? {
+            Target::Local(replica) => replica,
+            Target::Remote(addr) => {
+                let fwd = forwarded(r, hops)?;
+                return self.node.pool.api(&addr).get_records(fwd).await;
+            }
+        };
+        let limits = ReadLimits {
+            max_records: limit as usize,
+            max_bytes: limits::MAX_GET_RECORDS_BYTES,
+            expired_before_ms: self.expired_before(&stream),
+        };
+        let from = Position { log_index: it.log_index, position: it.position };
+        let shared = replica.shared.clone();
+        let epoch = shard.epoch;
+        let page: Page = tokio::task::spawn_blocking(move || shared.read(epoch, from, &limits))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
+        let next = ShardIterator {
+            log_index: page.next.log_index,
+            position: page.next.position,
+            issued_ms: crate::now_ms(),
+            ..it
+        };
+        Ok(Response::new(pb::GetRecordsResponse {
+            records: page.records.into_iter().map(to_pb).collect(),
+            next_shard_iterator: Some(next.encode(&secret)),
+            millis_behind_latest: page.millis_behind_latest,
+        }))
+    }
+
+    type SubscribeStream = EventStream;
+
+    async fn subscribe(&self, req: Request<pb::SubscribeRequest>) -> Result<Response<EventStream>, Status> {
+        let hops = hops(&req);
+        let r = req.into_inner();
+        let stream = self.stream(&r.stream_name)?;
+        let shard = shard_of(&stream, &r.shard_id)?.clone();
+        let (kind, seq) = validate_iterator_args(r.iterator_type, &r.starting_sequence_number, r.timestamp_ms)?;
+        // Any local replica serves a subscription: committed records are immutable, and
+        // a follower serves up to what it has applied.
+        let replica = match self.node.shard(shard.group_id) {
+            Some(replica) => replica,
+            None => {
+                let addr = match self.node.leader_target(shard.group_id, &shard.replicas).await? {
+                    Target::Remote(addr) => addr,
+                    Target::Local(_) => unreachable!("no local replica"),
+                };
+                let fwd = forwarded(r, hops)?;
+                let upstream = self.node.pool.api(&addr).subscribe(fwd).await?.into_inner();
+                return Ok(Response::new(Box::pin(upstream)));
+            }
+        };
+        let mut pos = start_position(&replica, shard.epoch, kind, seq, r.timestamp_ms)?;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::SubscribeEvent, Status>>(4);
+        let retention_hour_ms = self.node.config.retention_hour_ms;
+        let retention_hours = stream.retention_hours;
+        tokio::spawn(async move {
+            let mut applied = replica.shared.applied_changes();
+            loop {
+                let limits = ReadLimits {
+                    max_records: 10_000,
+                    max_bytes: limits::MAX_GET_RECORDS_BYTES,
+                    expired_before_ms: crate::now_ms() - i64::from(retention_hours) * retention_hour_ms,
+                };
+                let shared = replica.shared.clone();
+                let epoch = shard.epoch;
+                let page = match tokio::task::spawn_blocking(move || shared.read(epoch, pos, &limits)).await {
+                    Ok(Ok(p)) => p,
+                    Ok(Err(e)) => {
+                        let _ = tx.send(Err(e.into())).await;
+                        return;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::internal(e.to_string()))).await;
+                        return;
+                    }
+                };
+                let caught_up = page.millis_behind_latest == 0 && page.records.is_empty();
+                if !page.records.is_empty() {
+                    let continuation = page.records.last().map(|r| r.sequence_number.to_string()).unwrap_or_default();
+                    let event = pb::SubscribeEvent {
+                        records: page.records.into_iter().map(to_pb).collect(),
+                        continuation_sequence_number: continuation,
+                        millis_behind_latest: page.millis_behind_latest,
+                    };
+                    if tx.send(Ok(event)).await.is_err() {
+                        return; // subscriber went away
+                    }
+                }
+                pos = page.next;
+                if caught_up || pos.log_index > replica.shared.state().applied_index() {
+                    tokio::select! {
+                        changed = applied.changed() => if changed.is_err() { return },
+                        _ = tx.closed() => return,
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn cluster_status(
+        &self,
+        _req: Request<pb::ClusterStatusRequest>,
+    ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        let mut nodes = Vec::new();
+        let mut groups: std::collections::BTreeMap<u64, pb::GroupStatus> = Default::default();
+        let mut merge = |list: Vec<pb::GroupStatus>| {
+            for g in list {
+                let entry = groups.entry(g.group_id).or_insert_with(|| pb::GroupStatus { replicas: vec![], ..g.clone() });
+                // The leader's own view wins; otherwise any replica's.
+                let claims_lead = g.replicas.first().is_some_and(|r| r.state == "Leader");
+                if claims_lead || entry.leader.is_none() {
+                    entry.leader = g.leader;
+                }
+                entry.replicas.extend(g.replicas);
+            }
+        };
+        for (id, addr) in &self.node.config.peers {
+            let status = if *id == self.node.id {
+                Some(self.node.local_status())
+            } else {
+                let mut peer = self.node.pool.peer(addr);
+                let call = peer.local_status(pb::ClusterStatusRequest {});
+                match tokio::time::timeout(std::time::Duration::from_secs(1), call).await {
+                    Ok(Ok(r)) => Some(r.into_inner().groups),
+                    _ => None,
+                }
+            };
+            nodes.push(pb::NodeStatus { id: *id, address: addr.clone(), reachable: status.is_some() });
+            if let Some(s) = status {
+                merge(s);
+            }
+        }
+        for g in groups.values_mut() {
+            g.replicas.sort_by_key(|r| r.node);
+        }
+        Ok(Response::new(pb::ClusterStatusResponse { nodes, groups: groups.into_values().collect() }))
+    }
+}

@@ -1,0 +1,67 @@
+//! Node-to-node service: Raft frames for every group, and writes forwarded to leaders.
+
+use crate::error::{Error, Result};
+use crate::meta::{MetaCommand, MetaReply, META_GROUP};
+use crate::node::{Node, MAX_HOPS};
+use crate::pb;
+use crate::raft::network::serve_frame;
+use crate::raft::{decode, encode, RecordInput};
+use crate::shard::writer::RecordOutcome;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+pub struct PeerService {
+    pub node: Arc<Node>,
+}
+
+fn body<T: serde::Serialize>(v: &T) -> Result<Response<pb::PeerWriteReply>, Status> {
+    encode(v).map(|body| Response::new(pb::PeerWriteReply { body })).map_err(|e| Status::internal(e.to_string()))
+}
+
+#[tonic::async_trait]
+impl pb::peer_server::Peer for PeerService {
+    async fn raft(&self, req: Request<pb::RaftFrame>) -> Result<Response<pb::RaftFrame>, Status> {
+        let frame = req.into_inner();
+        let out = if frame.group_id == META_GROUP {
+            serve_frame(&self.node.meta, frame.kind, &frame.body).await?
+        } else {
+            let replica = self.node.shard(frame.group_id).ok_or_else(|| {
+                // Not started yet (metadata still catching up) or deleted: the sender backs off.
+                Status::unavailable(format!("no replica of group {} on this node", frame.group_id))
+            })?;
+            serve_frame(&replica.raft, frame.kind, &frame.body).await?
+        };
+        Ok(Response::new(pb::RaftFrame { group_id: frame.group_id, kind: frame.kind, body: out }))
+    }
+
+    async fn shard_write(&self, req: Request<pb::PeerWrite>) -> Result<Response<pb::PeerWriteReply>, Status> {
+        let req = req.into_inner();
+        if req.hops > MAX_HOPS {
+            return body(&Err::<Vec<RecordOutcome>, _>(Error::unavailable("too many forwarding hops; retry")));
+        }
+        let records: Vec<RecordInput> =
+            decode(&req.body).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let replicas = self
+            .node
+            .meta_view
+            .read(|m| m.shard_by_group(req.group_id).map(|(_, s)| s.replicas.clone()))
+            .unwrap_or_default();
+        body(&self.node.shard_write(req.group_id, &replicas, records, req.hops).await)
+    }
+
+    async fn meta_write(&self, req: Request<pb::PeerWrite>) -> Result<Response<pb::PeerWriteReply>, Status> {
+        let cmd: MetaCommand = decode(&req.into_inner().body).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let result: Option<Result<MetaReply>> = self.node.meta_write_local(cmd).await;
+        match result {
+            Some(r) => body(&r),
+            None => Err(Status::unavailable("not the metadata leader")),
+        }
+    }
+
+    async fn local_status(
+        &self,
+        _req: Request<pb::ClusterStatusRequest>,
+    ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        Ok(Response::new(pb::ClusterStatusResponse { nodes: vec![], groups: self.node.local_status() }))
+    }
+}

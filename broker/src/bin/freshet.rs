@@ -1,0 +1,431 @@
+//! `freshet`: the command-line client for a Freshet cluster.
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use freshet_broker::client::Client;
+use freshet_broker::pb;
+use std::io::{BufRead, Write};
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(name = "freshet", version, about = "Freshet: streams of records, replicated by Raft")]
+struct Cli {
+    /// Any node of the cluster (it forwards to the shard leaders).
+    #[arg(long, env = "FRESHET_ENDPOINT", default_value = "http://127.0.0.1:50051", global = true)]
+    endpoint: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create, list, describe and delete streams.
+    #[command(subcommand)]
+    Stream(StreamCmd),
+    /// Write records: one given on the command line, or one per line of stdin.
+    Put {
+        stream: String,
+        /// The record's data; omit to read one record per stdin line.
+        data: Option<String>,
+        /// Partition key (default: a random key per record).
+        #[arg(long, short = 'k')]
+        partition_key: Option<String>,
+        /// Records per PutRecords call when reading stdin (1-500).
+        #[arg(long, default_value_t = 500)]
+        batch: usize,
+    },
+    /// Read records, one per line.
+    Read {
+        stream: String,
+        /// trim-horizon | latest | at:<sequence> | after:<sequence> | time:<epoch ms>
+        #[arg(long, default_value = "trim-horizon")]
+        from: String,
+        /// Only this shard (default: every shard).
+        #[arg(long)]
+        shard: Option<String>,
+        /// Keep reading: records are pushed as they commit (Subscribe).
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// Prefix each line with shard, sequence number and partition key.
+        #[arg(long, short = 'v')]
+        verbose: bool,
+    },
+    /// Cluster health: nodes and which node leads each shard.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
+}
+
+#[derive(Subcommand)]
+enum StreamCmd {
+    Create {
+        name: String,
+        #[arg(long, default_value_t = 1)]
+        shards: u32,
+        /// 24 to 8760.
+        #[arg(long)]
+        retention_hours: Option<u32>,
+        /// Replicas per shard, 1 to 5 (default 3).
+        #[arg(long)]
+        replication: Option<u32>,
+        /// Switch off the per-shard write limits (1 MiB/s, 1,000 records/s).
+        #[arg(long)]
+        no_limits: bool,
+        /// Per-shard write limit in bytes per second.
+        #[arg(long)]
+        write_bytes_per_second: Option<u64>,
+        /// Per-shard write limit in records per second.
+        #[arg(long)]
+        write_records_per_second: Option<u64>,
+        /// Wait until the stream is ACTIVE.
+        #[arg(long)]
+        wait: bool,
+    },
+    List,
+    Describe { name: String },
+    Delete { name: String },
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    Status,
+    /// Wait until every node answers and the metadata group has a leader.
+    Wait {
+        #[arg(long, default_value_t = 60)]
+        timeout_secs: u64,
+    },
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli).await {
+        match e.downcast_ref::<tonic::Status>() {
+            Some(s) => {
+                let kind = s
+                    .metadata()
+                    .get(freshet_broker::error::ERROR_TYPE_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("error");
+                eprintln!("freshet: {kind}: {}", s.message());
+                if s.code() == tonic::Code::Unavailable {
+                    eprintln!("hint: is the cluster running? start one with `make run`, or pass --endpoint");
+                }
+            }
+            None => eprintln!("freshet: {e:#}"),
+        }
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let client = Client::new(&cli.endpoint)?;
+    match cli.command {
+        Command::Stream(cmd) => stream(&client, cmd).await,
+        Command::Put { stream, data, partition_key, batch } => match data {
+            Some(data) => put_one(&client, &stream, data, partition_key).await,
+            None => put_lines(&client, &stream, partition_key, batch.clamp(1, 500)).await,
+        },
+        Command::Read { stream, from, shard, follow, verbose } => {
+            read(&client, &stream, &from, shard, follow, verbose).await
+        }
+        Command::Cluster(ClusterCmd::Status) => cluster_status(&client).await,
+        Command::Cluster(ClusterCmd::Wait { timeout_secs }) => cluster_wait(&client, timeout_secs).await,
+    }
+}
+
+async fn stream(client: &Client, cmd: StreamCmd) -> anyhow::Result<()> {
+    let mut api = client.api.clone();
+    match cmd {
+        StreamCmd::Create {
+            name,
+            shards,
+            retention_hours,
+            replication,
+            no_limits,
+            write_bytes_per_second,
+            write_records_per_second,
+            wait,
+        } => {
+            let defaults = freshet_broker::limits::ShardLimits::default();
+            let limits = pb::ShardLimits {
+                enforce: !no_limits,
+                write_bytes_per_second: write_bytes_per_second.unwrap_or(defaults.write_bytes_per_second),
+                write_records_per_second: write_records_per_second
+                    .unwrap_or(defaults.write_records_per_second),
+            };
+            api.create_stream(pb::CreateStreamRequest {
+                stream_name: name.clone(),
+                shard_count: shards,
+                retention_hours,
+                replication_factor: replication,
+                limits: Some(limits),
+            })
+            .await?;
+            eprintln!("created stream {name} with {shards} shard(s)");
+            if wait {
+                let start = Instant::now();
+                loop {
+                    let d = client.describe(&name).await?;
+                    if d.status == "ACTIVE" {
+                        eprintln!("stream {name} is ACTIVE after {:.1}s", start.elapsed().as_secs_f64());
+                        break;
+                    }
+                    if start.elapsed() > Duration::from_secs(120) {
+                        bail!("stream {name} still {} after 120s; see `freshet cluster status`", d.status);
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        StreamCmd::List => {
+            for name in api.list_streams(pb::ListStreamsRequest {}).await?.into_inner().stream_names {
+                println!("{name}");
+            }
+        }
+        StreamCmd::Describe { name } => {
+            let d = client.describe(&name).await?;
+            println!(
+                "stream {}  status {}  retention {}h  replication {}  limits {}",
+                d.stream_name,
+                d.status,
+                d.retention_hours,
+                d.replication_factor,
+                match &d.limits {
+                    Some(l) if l.enforce => format!(
+                        "{} B/s, {} records/s per shard",
+                        l.write_bytes_per_second, l.write_records_per_second
+                    ),
+                    _ => "off".to_string(),
+                }
+            );
+            println!("{:<22} {:<8} {:<10} {:<41} {:<41}", "SHARD", "LEADER", "REPLICAS", "STARTING HASH KEY", "ENDING HASH KEY");
+            for s in d.shards {
+                let replicas: Vec<String> = s.replicas.iter().map(|r| r.to_string()).collect();
+                println!(
+                    "{:<22} {:<8} {:<10} {:<41} {:<41}",
+                    s.shard_id,
+                    s.leader.map(|l| l.to_string()).unwrap_or_else(|| "-".into()),
+                    replicas.join(","),
+                    s.starting_hash_key,
+                    s.ending_hash_key
+                );
+            }
+        }
+        StreamCmd::Delete { name } => {
+            api.delete_stream(pb::DeleteStreamRequest { stream_name: name.clone() }).await?;
+            eprintln!("deleted stream {name}");
+        }
+    }
+    Ok(())
+}
+
+fn random_key() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+async fn put_one(client: &Client, stream: &str, data: String, key: Option<String>) -> anyhow::Result<()> {
+    let r = client
+        .api
+        .clone()
+        .put_record(pb::PutRecordRequest {
+            stream_name: stream.to_string(),
+            partition_key: key.unwrap_or_else(random_key),
+            data: data.into_bytes(),
+            explicit_hash_key: None,
+        })
+        .await?
+        .into_inner();
+    println!("{} {}", r.shard_id, r.sequence_number);
+    Ok(())
+}
+
+/// One record per stdin line, in PutRecords batches; throttled records are retried with
+/// backoff so every line is written exactly once per acknowledged batch.
+async fn put_lines(client: &Client, stream: &str, key: Option<String>, batch: usize) -> anyhow::Result<()> {
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {pos} records written ({per_sec}) {msg}")
+            .expect("valid template"),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let start = Instant::now();
+    let (mut written, mut bytes) = (0u64, 0u64);
+    let stdin = std::io::stdin();
+    let mut lines = stdin.lock().lines();
+    loop {
+        let mut pending: Vec<pb::PutRecordsEntry> = Vec::with_capacity(batch);
+        for line in lines.by_ref() {
+            let line = line.context("reading stdin")?;
+            pending.push(pb::PutRecordsEntry {
+                partition_key: key.clone().unwrap_or_else(random_key),
+                data: line.into_bytes(),
+                explicit_hash_key: None,
+            });
+            if pending.len() == batch {
+                break;
+            }
+        }
+        if pending.is_empty() {
+            break;
+        }
+        let mut backoff = Duration::from_millis(50);
+        while !pending.is_empty() {
+            let resp = client
+                .api
+                .clone()
+                .put_records(pb::PutRecordsRequest { stream_name: stream.to_string(), records: pending.clone() })
+                .await?
+                .into_inner();
+            let mut retry = Vec::new();
+            for (entry, result) in pending.into_iter().zip(resp.records) {
+                if result.error_code.is_empty() {
+                    written += 1;
+                    bytes += entry.data.len() as u64;
+                } else if result.error_code == "ProvisionedThroughputExceededException"
+                    || result.error_code == "InternalFailure"
+                {
+                    retry.push(entry);
+                } else {
+                    bail!("record rejected: {}: {}", result.error_code, result.error_message);
+                }
+            }
+            bar.set_position(written);
+            if !retry.is_empty() {
+                bar.set_message(format!("({} throttled, retrying)", retry.len()));
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+            pending = retry;
+        }
+    }
+    bar.finish_and_clear();
+    let secs = start.elapsed().as_secs_f64().max(1e-9);
+    eprintln!(
+        "wrote {written} records ({:.2} MiB) in {secs:.2}s: {:.0} records/s, {:.2} MiB/s",
+        bytes as f64 / 1048576.0,
+        written as f64 / secs,
+        bytes as f64 / 1048576.0 / secs
+    );
+    Ok(())
+}
+
+/// Parses `--from` into an iterator type and its argument.
+fn parse_from(from: &str) -> anyhow::Result<(pb::IteratorType, Option<String>, Option<i64>)> {
+    Ok(match from.split_once(':') {
+        None if from == "trim-horizon" => (pb::IteratorType::TrimHorizon, None, None),
+        None if from == "latest" => (pb::IteratorType::Latest, None, None),
+        Some(("at", seq)) => (pb::IteratorType::AtSequenceNumber, Some(seq.to_string()), None),
+        Some(("after", seq)) => (pb::IteratorType::AfterSequenceNumber, Some(seq.to_string()), None),
+        Some(("time", ms)) => (
+            pb::IteratorType::AtTimestamp,
+            None,
+            Some(ms.parse().context("time:<epoch milliseconds>, e.g. time:1767225600000")?),
+        ),
+        _ => bail!("--from takes trim-horizon, latest, at:<sequence>, after:<sequence> or time:<epoch ms>"),
+    })
+}
+
+fn print_record(out: &mut impl Write, shard: &str, r: &pb::Record, verbose: bool) -> std::io::Result<()> {
+    if verbose {
+        write!(out, "{shard} {} {} {} ", r.sequence_number, r.approximate_arrival_timestamp_ms, r.partition_key)?;
+    }
+    out.write_all(&r.data)?;
+    out.write_all(b"\n")
+}
+
+async fn read(
+    client: &Client,
+    stream: &str,
+    from: &str,
+    shard: Option<String>,
+    follow: bool,
+    verbose: bool,
+) -> anyhow::Result<()> {
+    let (kind, seq, ts) = parse_from(from)?;
+    let shards: Vec<String> = match shard {
+        Some(s) => vec![s],
+        None => client.describe(stream).await?.shards.into_iter().map(|s| s.shard_id).collect(),
+    };
+    if !follow {
+        let stdout = std::io::stdout();
+        for shard in shards {
+            let it = client.shard_iterator(stream, &shard, kind, seq.clone(), ts).await?;
+            let records = client.read_to_end(it).await?;
+            let mut out = stdout.lock();
+            for r in &records {
+                print_record(&mut out, &shard, r, verbose)?;
+            }
+        }
+        return Ok(());
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for shard in shards {
+        let mut api = client.api.clone();
+        let req = pb::SubscribeRequest {
+            stream_name: stream.to_string(),
+            shard_id: shard.clone(),
+            iterator_type: kind as i32,
+            starting_sequence_number: seq.clone(),
+            timestamp_ms: ts,
+        };
+        tasks.spawn(async move {
+            let mut events = api.subscribe(req).await?.into_inner();
+            while let Some(event) = events.message().await? {
+                let stdout = std::io::stdout();
+                let mut out = stdout.lock();
+                for r in &event.records {
+                    print_record(&mut out, &shard, r, verbose)?;
+                }
+                out.flush()?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done??;
+    }
+    Ok(())
+}
+
+async fn cluster_status(client: &Client) -> anyhow::Result<()> {
+    let s = client.api.clone().cluster_status(pb::ClusterStatusRequest {}).await?.into_inner();
+    println!("NODES");
+    for n in &s.nodes {
+        println!("  node {} {} {}", n.id, n.address, if n.reachable { "up" } else { "UNREACHABLE" });
+    }
+    println!("GROUPS");
+    for g in &s.groups {
+        let name = if g.stream_name.is_empty() { "(metadata)".to_string() } else { format!("{}/{}", g.stream_name, g.shard_id) };
+        println!("  {name} group {} leader {}", g.group_id, g.leader.map(|l| l.to_string()).unwrap_or_else(|| "none".into()));
+        for r in &g.replicas {
+            println!(
+                "    node {} {:<9} term {:<4} applied {:<8} committed {:<8} last log {}",
+                r.node, r.state, r.term, r.applied_index, r.committed_index, r.last_log_index
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn cluster_wait(client: &Client, timeout_secs: u64) -> anyhow::Result<()> {
+    let start = Instant::now();
+    loop {
+        let last = match client.api.clone().cluster_status(pb::ClusterStatusRequest {}).await {
+            Ok(s) => {
+                let s = s.into_inner();
+                let up = s.nodes.iter().filter(|n| n.reachable).count();
+                let meta_leader = s.groups.iter().find(|g| g.group_id == 0).and_then(|g| g.leader);
+                if up == s.nodes.len() && meta_leader.is_some() {
+                    eprintln!("cluster ready: {up} nodes, metadata leader node {}", meta_leader.unwrap_or(0));
+                    return Ok(());
+                }
+                format!("{up}/{} nodes up, metadata leader: {meta_leader:?}", s.nodes.len())
+            }
+            Err(e) => e.message().to_string(),
+        };
+        if start.elapsed() > Duration::from_secs(timeout_secs) {
+            bail!("cluster not ready after {timeout_secs}s ({last}); check the node logs");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

@@ -1,0 +1,67 @@
+//! A small Rust client over the native gRPC API, used by the `freshet` CLI and the tests.
+
+pub use crate::pb;
+use crate::pb::freshet_client::FreshetClient;
+use tonic::transport::Channel;
+
+#[derive(Clone)]
+pub struct Client {
+    pub api: FreshetClient<Channel>,
+}
+
+impl Client {
+    /// Connects lazily: the first call dials, so a client can be made before the node is up.
+    pub fn new(endpoint: &str) -> anyhow::Result<Client> {
+        let channel = Channel::from_shared(endpoint.to_string())?
+            .connect_timeout(std::time::Duration::from_secs(3))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        let api = FreshetClient::new(channel)
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20);
+        Ok(Client { api })
+    }
+
+    pub async fn describe(&self, stream: &str) -> Result<pb::StreamDescription, tonic::Status> {
+        let req = pb::DescribeStreamRequest { stream_name: stream.to_string() };
+        Ok(self.api.clone().describe_stream(req).await?.into_inner())
+    }
+
+    pub async fn shard_iterator(
+        &self,
+        stream: &str,
+        shard_id: &str,
+        kind: pb::IteratorType,
+        sequence: Option<String>,
+        timestamp_ms: Option<i64>,
+    ) -> Result<String, tonic::Status> {
+        let req = pb::GetShardIteratorRequest {
+            stream_name: stream.to_string(),
+            shard_id: shard_id.to_string(),
+            iterator_type: kind as i32,
+            starting_sequence_number: sequence,
+            timestamp_ms,
+        };
+        Ok(self.api.clone().get_shard_iterator(req).await?.into_inner().shard_iterator)
+    }
+
+    /// Reads one shard from an iterator until it is caught up (an empty page with
+    /// MillisBehindLatest 0) or the shard ends; returns every record in order.
+    pub async fn read_to_end(&self, mut iterator: String) -> Result<Vec<pb::Record>, tonic::Status> {
+        let mut out = Vec::new();
+        loop {
+            let page = self
+                .api
+                .clone()
+                .get_records(pb::GetRecordsRequest { shard_iterator: iterator.clone(), limit: Some(10_000) })
+                .await?
+                .into_inner();
+            let empty = page.records.is_empty();
+            out.extend(page.records);
+            match page.next_shard_iterator {
+                Some(next) if !(empty && page.millis_behind_latest == 0) => iterator = next,
+                _ => return Ok(out),
+            }
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! The metadata state machine's state and its pure transition function.
+
+use crate::error::{Error, Result};
+use crate::hashkey::HashKeyRange;
+use crate::limits::{self, ShardLimits};
+use crate::raft::NodeId;
+use crate::sequence::SequenceNumber;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StreamStatus {
+    Creating,
+    Active,
+    Updating,
+    Deleting,
+}
+
+impl StreamStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamStatus::Creating => "CREATING",
+            StreamStatus::Active => "ACTIVE",
+            StreamStatus::Updating => "UPDATING",
+            StreamStatus::Deleting => "DELETING",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardMeta {
+    /// The N in `shardId-00000000000N`.
+    pub index: u32,
+    /// The shard's Raft group: unique in the cluster, never reused.
+    pub group_id: u64,
+    pub range: HashKeyRange,
+    /// Nodes holding a replica; the first one bootstraps the group.
+    pub replicas: Vec<NodeId>,
+    /// Grows on every split or merge so children's sequence numbers sort after parents'.
+    pub epoch: u32,
+    /// The group has elected its first leader.
+    pub ready: bool,
+    pub ending_sequence_number: Option<String>,
+}
+
+impl ShardMeta {
+    pub fn shard_id(&self) -> String {
+        shard_id(self.index)
+    }
+    pub fn starting_sequence_number(&self) -> SequenceNumber {
+        SequenceNumber::new(self.epoch, 0, 0)
+    }
+    pub fn is_open(&self) -> bool {
+        self.ending_sequence_number.is_none()
+    }
+}
+
+pub fn shard_id(index: u32) -> String {
+    format!("shardId-{index:012}")
+}
+
+/// Parses `shardId-000000000007` (Kinesis also accepts the bare number's zero-padded form).
+pub fn parse_shard_id(id: &str) -> Result<u32> {
+    let digits = id.strip_prefix("shardId-").unwrap_or(id);
+    if id.is_empty() || id.len() > 128 || digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Error::validation(format!(
+            "1 validation error detected: Value '{id}' at 'shardId' failed to satisfy constraint: Member must satisfy regular expression pattern: [a-zA-Z0-9_.-]+ and name a shard such as shardId-000000000000"
+        )));
+    }
+    digits.parse().map_err(|_| Error::invalid(format!("Invalid shardId {id}.")))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamMeta {
+    pub name: String,
+    pub status: StreamStatus,
+    pub retention_hours: u32,
+    pub replication: u32,
+    pub limits: ShardLimits,
+    pub created_ms: i64,
+    pub shards: Vec<ShardMeta>,
+}
+
+impl StreamMeta {
+    pub fn shard(&self, index: u32) -> Option<&ShardMeta> {
+        self.shards.iter().find(|s| s.index == index)
+    }
+    /// The open shard whose range holds `hash_key`.
+    pub fn shard_for(&self, hash_key: u128) -> Option<&ShardMeta> {
+        self.shards.iter().find(|s| s.is_open() && s.range.contains(hash_key))
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetaState {
+    /// Key for shard-iterator MACs, chosen once when the cluster is first formed.
+    pub secret: Vec<u8>,
+    pub streams: BTreeMap<String, StreamMeta>,
+    pub next_group_id: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetaCommand {
+    /// First entry of a new cluster.
+    Init { secret: Vec<u8> },
+    CreateStream {
+        name: String,
+        shard_count: u32,
+        retention_hours: u32,
+        replication: u32,
+        limits: ShardLimits,
+        now_ms: i64,
+        /// The cluster's nodes when the request was made (placement input).
+        nodes: Vec<NodeId>,
+    },
+    /// A shard's group elected its first leader.
+    ShardReady { group_id: u64 },
+    DeleteStream { name: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetaReply {
+    Done,
+}
+
+impl MetaState {
+    /// Applies one command. Pure: the same state and command give the same result on
+    /// every node.
+    pub fn apply(&mut self, cmd: MetaCommand) -> Result<MetaReply> {
+        match cmd {
+            MetaCommand::Init { secret } => {
+                if self.secret.is_empty() {
+                    self.secret = secret;
+                    self.next_group_id = self.next_group_id.max(1);
+                }
+            }
+            MetaCommand::CreateStream { name, shard_count, retention_hours, replication, limits, now_ms, nodes } => {
+                if self.streams.contains_key(&name) {
+                    return Err(Error::already_exists(format!(
+                        "Stream {name} under account {} already exists.",
+                        crate::ACCOUNT_ID
+                    )));
+                }
+                limits::validate_replication(replication, nodes.len())?;
+                let first_group = self.next_group_id.max(1);
+                let shards = HashKeyRange::split_evenly(shard_count)
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, range)| {
+                        let group_id = first_group + i as u64;
+                        ShardMeta {
+                            index: i as u32,
+                            group_id,
+                            range,
+                            replicas: place(group_id, replication, &nodes),
+                            epoch: 0,
+                            ready: false,
+                            ending_sequence_number: None,
+                        }
+                    })
+                    .collect();
+                self.next_group_id = first_group + u64::from(shard_count);
+                self.streams.insert(
+                    name.clone(),
+                    StreamMeta {
+                        name,
+                        status: StreamStatus::Creating,
+                        retention_hours,
+                        replication,
+                        limits,
+                        created_ms: now_ms,
+                        shards,
+                    },
+                );
+            }
+            MetaCommand::ShardReady { group_id } => {
+                for stream in self.streams.values_mut() {
+                    if let Some(shard) = stream.shards.iter_mut().find(|s| s.group_id == group_id) {
+                        shard.ready = true;
+                        if stream.status == StreamStatus::Creating && stream.shards.iter().all(|s| s.ready) {
+                            stream.status = StreamStatus::Active;
+                        }
+                    }
+                }
+            }
+            MetaCommand::DeleteStream { name } => {
+                if self.streams.remove(&name).is_none() {
+                    return Err(Error::stream_not_found(&name));
+                }
+            }
+        }
+        Ok(MetaReply::Done)
+    }
+
+    /// Every shard (of every stream) with a replica on `node`.
+    pub fn shards_on(&self, node: NodeId) -> impl Iterator<Item = (&StreamMeta, &ShardMeta)> {
+        self.streams
+            .values()
+            .flat_map(|s| s.shards.iter().map(move |sh| (s, sh)))
+            .filter(move |(_, sh)| sh.replicas.contains(&node))
+    }
+
+    pub fn shard_by_group(&self, group_id: u64) -> Option<(&StreamMeta, &ShardMeta)> {
+        self.streams
+            .values()
+            .flat_map(|s| s.shards.iter().map(move |sh| (s, sh)))
+            .find(|(_, sh)| sh.group_id == group_id)
+    }
+}
+
+/// Replicas of a group: `rf` consecutive nodes starting at a rotating offset, so replicas
+/// and first leaders spread evenly over the cluster.
+pub fn place(group_id: u64, rf: u32, nodes: &[NodeId]) -> Vec<NodeId> {
+    let mut sorted = nodes.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let n = sorted.len();
+    (0..rf as usize).map(|i| sorted[(group_id as usize + i) % n]).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn create(name: &str, shards: u32, rf: u32) -> MetaCommand {
+        MetaCommand::CreateStream {
+            name: name.into(),
+            shard_count: shards,
+            retention_hours: 24,
+            replication: rf,
+            limits: ShardLimits::default(),
+            now_ms: 1,
+            nodes: vec![1, 2, 3],
+        }
+    }
+
+    #[test]
+    fn create_places_replicas_and_becomes_active_when_all_ready() {
+        let mut m = MetaState::default();
+        m.apply(MetaCommand::Init { secret: vec![1] }).unwrap();
+        m.apply(create("s", 4, 3)).unwrap();
+        let s = &m.streams["s"];
+        assert_eq!(s.status, StreamStatus::Creating);
+        let groups: Vec<u64> = s.shards.iter().map(|x| x.group_id).collect();
+        assert_eq!(groups, vec![1, 2, 3, 4]);
+        let first: Vec<NodeId> = s.shards.iter().map(|x| x.replicas[0]).collect();
+        assert_eq!(first, vec![2, 3, 1, 2], "first replicas rotate");
+        for sh in &s.shards {
+            let mut r = sh.replicas.clone();
+            r.sort();
+            assert_eq!(r, vec![1, 2, 3]);
+        }
+        for g in 1..=3 {
+            m.apply(MetaCommand::ShardReady { group_id: g }).unwrap();
+            assert_eq!(m.streams["s"].status, StreamStatus::Creating);
+        }
+        m.apply(MetaCommand::ShardReady { group_id: 4 }).unwrap();
+        assert_eq!(m.streams["s"].status, StreamStatus::Active);
+    }
+
+    #[test]
+    fn names_are_unique_and_group_ids_never_reused() {
+        let mut m = MetaState::default();
+        m.apply(create("s", 2, 1)).unwrap();
+        let e = m.apply(create("s", 2, 1)).unwrap_err();
+        assert!(e.already_exists && e.message.contains("already exists"));
+        m.apply(MetaCommand::DeleteStream { name: "s".into() }).unwrap();
+        m.apply(create("s", 2, 1)).unwrap();
+        assert_eq!(m.streams["s"].shards[0].group_id, 3);
+        assert!(m.apply(MetaCommand::DeleteStream { name: "nope".into() }).is_err());
+    }
+
+    #[test]
+    fn replication_beyond_cluster_size_is_refused() {
+        let mut m = MetaState::default();
+        assert!(m.apply(create("s", 1, 5)).is_err());
+        assert!(m.streams.is_empty());
+    }
+
+    #[test]
+    fn shard_ids() {
+        assert_eq!(shard_id(7), "shardId-000000000007");
+        assert_eq!(parse_shard_id("shardId-000000000007").unwrap(), 7);
+        assert!(parse_shard_id("shardId-").is_err());
+        assert!(parse_shard_id("shard-x").is_err());
+    }
+}

@@ -1,0 +1,422 @@
+//! A broker node: the node's RocksDB, the metadata group, and every shard replica placed
+//! on it. Routes writes and reads to shard leaders on this or another node.
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::meta::{MetaCommand, MetaReply, MetaStateMachine, MetaView, META_GROUP};
+use crate::pb;
+use crate::raft::log_store::LogStore;
+use crate::raft::network::{NetworkFactory, PeerPool};
+use crate::raft::{decode, encode, Command, GroupId, NodeId, RaftTiming, RecordInput, Reply, TypeConfig};
+use crate::shard::writer::{RecordOutcome, WriteRejection, WriteRequest};
+use crate::shard::ShardReplica;
+use crate::storage::Store;
+use openraft::async_runtime::WatchReceiver;
+use openraft::BasicNode;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+pub type MetaRaft = openraft::Raft<TypeConfig, MetaStateMachine>;
+
+/// Hops a forwarded request may take before we give up (stale leader hints).
+pub const MAX_HOPS: u32 = 3;
+/// How long a write waits for a shard to elect a leader before answering Unavailable.
+const LEADER_WAIT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub id: NodeId,
+    /// Address other nodes and clients use to reach this node (host:port).
+    pub advertise: String,
+    pub data_dir: PathBuf,
+    /// Every node of the cluster, this one included.
+    pub peers: BTreeMap<NodeId, String>,
+    pub timing: RaftTiming,
+    /// How often leaders look for records past their stream's retention.
+    pub retention_check: Duration,
+    /// Length of one retention "hour" in milliseconds (tests shorten it).
+    pub retention_hour_ms: i64,
+}
+
+pub struct Node {
+    pub id: NodeId,
+    pub config: NodeConfig,
+    pub store: Store,
+    pub pool: PeerPool,
+    pub meta: MetaRaft,
+    pub meta_view: MetaView,
+    shards: RwLock<HashMap<GroupId, Arc<ShardReplica>>>,
+    /// Groups whose first-leader announcement is under way.
+    announcing: Mutex<HashSet<GroupId>>,
+    reconcile_lock: tokio::sync::Mutex<()>,
+}
+
+/// Where a request for a shard should be served.
+pub enum Target {
+    Local(Arc<ShardReplica>),
+    Remote(String),
+}
+
+impl Node {
+    pub async fn start(config: NodeConfig) -> anyhow::Result<Arc<Node>> {
+        std::fs::create_dir_all(&config.data_dir)?;
+        let store = Store::open(&config.data_dir.join("rocksdb"))?;
+        let pool = PeerPool::default();
+        let (sm, meta_view) = MetaStateMachine::open(store.clone())?;
+        let meta = MetaRaft::new(
+            config.id,
+            config.timing.config("meta", 1_000)?,
+            NetworkFactory { group: META_GROUP, pool: pool.clone(), records: None },
+            LogStore::new(store.clone(), META_GROUP, false),
+            sm,
+        )
+        .await?;
+        let node = Arc::new(Node {
+            id: config.id,
+            config,
+            store,
+            pool,
+            meta,
+            meta_view,
+            shards: RwLock::new(HashMap::new()),
+            announcing: Mutex::new(HashSet::new()),
+            reconcile_lock: tokio::sync::Mutex::new(()),
+        });
+        tokio::spawn(node.clone().bootstrap());
+        tokio::spawn(node.clone().reconcile_loop());
+        tokio::spawn(node.clone().retention_loop());
+        Ok(node)
+    }
+
+    pub fn addr_of(&self, node: NodeId) -> Option<String> {
+        self.config.peers.get(&node).cloned()
+    }
+
+    /// The lowest-numbered node forms a new cluster; everyone else waits to be contacted.
+    async fn bootstrap(self: Arc<Self>) {
+        let first = *self.config.peers.keys().next().expect("peers include this node");
+        if first != self.id {
+            return;
+        }
+        if !self.meta.is_initialized().await.unwrap_or(true) {
+            let members: BTreeMap<NodeId, BasicNode> =
+                self.config.peers.iter().map(|(id, addr)| (*id, BasicNode::new(addr))).collect();
+            match self.meta.initialize(members).await {
+                Ok(()) => tracing::info!("formed a new cluster of {} nodes", self.config.peers.len()),
+                Err(e) => tracing::info!("cluster already formed: {e}"),
+            }
+        }
+        while self.meta_view.read(|m| m.secret.is_empty()) {
+            let secret: Vec<u8> = (0..32).map(|_| rand::random::<u8>()).collect();
+            if let Err(e) = self.meta_write(MetaCommand::Init { secret }).await {
+                tracing::debug!("waiting to initialise cluster metadata: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+
+    /// Proposes a metadata command through the metadata leader, wherever it is.
+    pub async fn meta_write(&self, cmd: MetaCommand) -> Result<MetaReply> {
+        let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+        loop {
+            let leader = match self.meta.client_write(Command::Meta(cmd.clone())).await {
+                Ok(resp) => match resp.data {
+                    Reply::Meta(r) => return r,
+                    other => return Err(Error::internal(format!("unexpected metadata reply {other:?}"))),
+                },
+                Err(e) => e.forward_to_leader().and_then(|f| f.leader_id),
+            };
+            if let Some(addr) = leader.filter(|l| *l != self.id).and_then(|l| self.addr_of(l)) {
+                let body = encode(&cmd).map_err(|e| Error::internal(e.to_string()))?;
+                let req = pb::PeerWrite { group_id: META_GROUP, body, hops: 1 };
+                if let Ok(reply) = self.pool.peer(&addr).meta_write(req).await {
+                    let r: Option<Result<MetaReply>> = decode::<Result<MetaReply>>(&reply.into_inner().body).ok();
+                    if let Some(r) = r {
+                        return r;
+                    }
+                }
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(Error::unavailable("the metadata group has no leader; is a majority of nodes up?"));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Serves a forwarded metadata write: only proposes locally, never forwards again.
+    pub async fn meta_write_local(&self, cmd: MetaCommand) -> Option<Result<MetaReply>> {
+        match self.meta.client_write(Command::Meta(cmd)).await {
+            Ok(resp) => match resp.data {
+                Reply::Meta(r) => Some(r),
+                _ => None,
+            },
+            Err(_) => None,
+        }
+    }
+
+    pub fn shard(&self, group: GroupId) -> Option<Arc<ShardReplica>> {
+        self.shards.read().expect("shards lock").get(&group).cloned()
+    }
+
+    pub fn local_shards(&self) -> Vec<Arc<ShardReplica>> {
+        self.shards.read().expect("shards lock").values().cloned().collect()
+    }
+
+    async fn reconcile_loop(self: Arc<Self>) {
+        let mut changes = self.meta_view.changes();
+        loop {
+            if let Err(e) = self.reconcile().await {
+                tracing::warn!("reconciling shard replicas: {e:#}");
+            }
+            tokio::select! {
+                _ = changes.changed() => {}
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            }
+        }
+    }
+
+    /// Starts a replica for every shard placed here and removes those of deleted streams.
+    async fn reconcile(self: &Arc<Self>) -> anyhow::Result<()> {
+        let _guard = self.reconcile_lock.lock().await;
+        let (desired, known_below) = self.meta_view.read(|m| {
+            let desired: Vec<_> = m
+                .shards_on(self.id)
+                .map(|(s, sh)| (sh.group_id, s.name.clone(), sh.index, s.limits, sh.replicas.clone(), sh.ready))
+                .collect();
+            (desired, m.next_group_id)
+        });
+        let wanted: HashSet<GroupId> = desired.iter().map(|d| d.0).collect();
+        for (group, stream, index, limits, replicas, ready) in desired {
+            let replica = match self.shard(group) {
+                Some(r) => {
+                    r.limits.send_if_modified(|l| std::mem::replace(l, limits) != limits);
+                    r
+                }
+                None => {
+                    let r = Arc::new(
+                        ShardReplica::start(
+                            self.id,
+                            self.store.clone(),
+                            self.pool.clone(),
+                            self.config.timing,
+                            group,
+                            stream,
+                            index,
+                            limits,
+                        )
+                        .await?,
+                    );
+                    self.shards.write().expect("shards lock").insert(group, r.clone());
+                    r
+                }
+            };
+            if !ready && replicas.first() == Some(&self.id) && self.announcing.lock().expect("lock").insert(group) {
+                tokio::spawn(self.clone().announce_ready(replica, replicas));
+            }
+        }
+        // Replicas of deleted streams: stop them and reclaim their storage.
+        let gone: Vec<Arc<ShardReplica>> = {
+            let mut shards = self.shards.write().expect("shards lock");
+            let ids: Vec<GroupId> = shards.keys().copied().filter(|g| !wanted.contains(g)).collect();
+            ids.into_iter().filter_map(|g| shards.remove(&g)).collect()
+        };
+        for r in gone {
+            tracing::info!(group = r.group, "stream deleted: removing shard replica {}", r.shard_index);
+            let _ = r.raft.shutdown().await;
+        }
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            for g in store.groups_on_disk()? {
+                if g != META_GROUP && g < known_below && !wanted.contains(&g) {
+                    store.destroy_group(g)?;
+                }
+            }
+            Ok(())
+        })
+        .await??;
+        Ok(())
+    }
+
+    /// The bootstrapping replica forms the shard's group and reports its first leader.
+    async fn announce_ready(self: Arc<Self>, replica: Arc<ShardReplica>, replicas: Vec<NodeId>) {
+        let group = replica.group;
+        if !replica.raft.is_initialized().await.unwrap_or(true) {
+            let members: BTreeMap<NodeId, BasicNode> = replicas
+                .iter()
+                .filter_map(|id| self.addr_of(*id).map(|a| (*id, BasicNode::new(a))))
+                .collect();
+            if let Err(e) = replica.raft.initialize(members).await {
+                tracing::debug!(group, "shard group already formed: {e}");
+            }
+        }
+        let _ = replica
+            .raft
+            .wait(Some(Duration::from_secs(60)))
+            .metrics(|m| m.current_leader.is_some(), "first leader")
+            .await;
+        while let Err(e) = self.meta_write(MetaCommand::ShardReady { group_id: group }).await {
+            tracing::debug!(group, "announcing shard leader: {e}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        self.announcing.lock().expect("lock").remove(&group);
+    }
+
+    /// Where to serve a request for `group`: the local replica when it leads, else the
+    /// leader's node. Waits briefly for an election.
+    pub async fn leader_target(&self, group: GroupId, replicas: &[NodeId]) -> Result<Target> {
+        let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+        loop {
+            let leader = match self.shard(group) {
+                Some(local) if local.raft.is_leader() => return Ok(Target::Local(local)),
+                Some(local) => local.raft.metrics().borrow_watched().current_leader,
+                None => {
+                    // No replica here: any replica node will know the leader.
+                    let pick = replicas.iter().find(|r| **r != self.id).copied();
+                    return pick
+                        .and_then(|r| self.addr_of(r))
+                        .map(Target::Remote)
+                        .ok_or_else(|| Error::unavailable("no replica of this shard is known"));
+                }
+            };
+            if let Some(addr) = leader.filter(|l| *l != self.id).and_then(|l| self.addr_of(l)) {
+                return Ok(Target::Remote(addr));
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(Error::unavailable(format!(
+                    "shard group {group} has no leader; is a majority of its replicas up? Retry shortly"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Writes records to one shard, through its leader wherever it is.
+    pub async fn shard_write(
+        &self,
+        group: GroupId,
+        replicas: &[NodeId],
+        records: Vec<RecordInput>,
+        hops: u32,
+    ) -> Result<Vec<RecordOutcome>> {
+        let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+        loop {
+            let leader_hint = match self.shard(group) {
+                Some(local) => {
+                    let (tx, rx) = oneshot::channel();
+                    let req = WriteRequest { records: records.clone(), reply: tx };
+                    if local.writer.send(req).await.is_err() {
+                        return Err(Error::unavailable("shard replica is shutting down; retry"));
+                    }
+                    match rx.await {
+                        Ok(Ok(outcomes)) => return Ok(outcomes),
+                        Ok(Err(WriteRejection::Failed(e))) => return Err(e),
+                        Ok(Err(WriteRejection::NotLeader { leader })) => leader,
+                        Err(_) => return Err(Error::unavailable("shard replica stopped; retry")),
+                    }
+                }
+                None => replicas.iter().copied().find(|r| *r != self.id),
+            };
+            if let Some(addr) = leader_hint.filter(|l| *l != self.id).and_then(|l| self.addr_of(l)) {
+                if hops >= MAX_HOPS {
+                    return Err(Error::unavailable("shard leadership is moving; retry"));
+                }
+                let body = encode(&records).map_err(|e| Error::internal(e.to_string()))?;
+                let req = pb::PeerWrite { group_id: group, body, hops: hops + 1 };
+                match self.pool.peer(&addr).shard_write(req).await {
+                    Ok(reply) => {
+                        return decode::<Result<Vec<RecordOutcome>>>(&reply.into_inner().body)
+                            .map_err(|e| Error::internal(e.to_string()))?
+                    }
+                    // Retried only when the request provably never left: a connection that
+                    // broke mid-call may have written, and only the producer may retry that.
+                    Err(s) if s.code() == tonic::Code::Unavailable && s.message().contains("connect") => {
+                        tracing::debug!(group, "leader {addr} unreachable: {}", s.message())
+                    }
+                    Err(s) => {
+                        let mut e: Error = s.into();
+                        if e.kind == ErrorKind::Unavailable {
+                            e.message = format!("lost contact with the shard leader; the outcome is unknown, retry: {}", e.message);
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(Error::new(
+                    ErrorKind::Unavailable,
+                    format!("shard group {group} has no reachable leader; is a majority of its replicas up? Retry shortly"),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Retention: each shard leader proposes a trim of entries older than the stream's
+    /// retention, then a snapshot so Raft can let go of them too.
+    async fn retention_loop(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(self.config.retention_check).await;
+            for replica in self.local_shards() {
+                if !replica.raft.is_leader() {
+                    continue;
+                }
+                let Some(hours) = self.meta_view.read(|m| m.streams.get(&replica.stream).map(|s| s.retention_hours))
+                else {
+                    continue;
+                };
+                let cutoff = crate::now_ms() - i64::from(hours) * self.config.retention_hour_ms;
+                let state = replica.shared.state();
+                let below = match replica.shared.at_timestamp(cutoff) {
+                    Ok(p) => p.log_index,
+                    Err(e) => {
+                        tracing::warn!(group = replica.group, "retention: {e}");
+                        continue;
+                    }
+                };
+                if below > state.first_index {
+                    tracing::info!(group = replica.group, "retention: trimming entries below {below}");
+                    if replica.raft.client_write(Command::Trim { below_index: below }).await.is_ok() {
+                        let _ = replica.raft.trigger().snapshot().await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// This node's view of every group it holds a replica of.
+    pub fn local_status(&self) -> Vec<pb::GroupStatus> {
+        let mut out = Vec::new();
+        let mut push = |group: GroupId, stream: String, shard_id: String, m: openraft::RaftMetrics<TypeConfig>| {
+            out.push(pb::GroupStatus {
+                stream_name: stream,
+                shard_id,
+                group_id: group,
+                leader: m.current_leader,
+                replicas: vec![pb::ReplicaStatus {
+                    node: self.id,
+                    state: format!("{:?}", m.state),
+                    applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
+                    committed_index: m.local_committed.map(|l| l.index).unwrap_or(0),
+                    last_log_index: m.last_log_index.unwrap_or(0),
+                    term: m.current_term,
+                }],
+            });
+        };
+        push(META_GROUP, String::new(), String::new(), self.meta.metrics().borrow_watched().clone());
+        for r in self.local_shards() {
+            let m = r.raft.metrics().borrow_watched().clone();
+            push(r.group, r.stream.clone(), crate::meta::shard_id(r.shard_index), m);
+        }
+        out
+    }
+
+    pub async fn shutdown(&self) {
+        for r in self.local_shards() {
+            let _ = r.raft.shutdown().await;
+        }
+        let _ = self.meta.shutdown().await;
+        let _ = self.store.db().flush_wal(true);
+    }
+}

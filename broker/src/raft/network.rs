@@ -1,0 +1,186 @@
+//! Raft traffic between nodes: one HTTP/2 connection per pair of nodes carries the frames
+//! of every group, each tagged with its group id.
+
+use super::{decode, encode, GroupId, NodeId, Snapshot, SnapshotData, TypeConfig, Vote};
+use crate::pb;
+use crate::pb::peer_client::PeerClient;
+use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::v2::RaftNetworkV2;
+use openraft::network::{RPCOption, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
+};
+use openraft::storage::RaftStateMachine;
+use openraft::{BasicNode, OptionalSend, Raft};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tonic::transport::Channel;
+
+const APPEND: u32 = 1;
+const VOTE: u32 = 2;
+const SNAPSHOT: u32 = 3;
+const PRE_VOTE: u32 = 4;
+const TRANSFER_LEADER: u32 = 5;
+
+/// Lazily dialled channels to the other nodes, shared by every group and the forwarding
+/// paths. tonic multiplexes all calls to one node over one connection.
+#[derive(Clone, Default)]
+pub struct PeerPool {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl PeerPool {
+    pub fn channel(&self, addr: &str) -> Channel {
+        let mut map = self.channels.lock().expect("peer pool lock");
+        map.entry(addr.to_string())
+            .or_insert_with(|| {
+                tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                    .expect("peer address is host:port")
+                    .connect_timeout(Duration::from_secs(2))
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(Duration::from_secs(5))
+                    .keep_alive_timeout(Duration::from_secs(5))
+                    .connect_lazy()
+            })
+            .clone()
+    }
+
+    pub fn peer(&self, addr: &str) -> PeerClient<Channel> {
+        PeerClient::new(self.channel(addr))
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX)
+    }
+
+    pub fn api(&self, addr: &str) -> pb::freshet_client::FreshetClient<Channel> {
+        pb::freshet_client::FreshetClient::new(self.channel(addr))
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX)
+    }
+}
+
+pub struct NetworkFactory {
+    pub group: GroupId,
+    pub pool: PeerPool,
+    /// Shard groups gather a snapshot's records from here just before sending it.
+    pub records: Option<crate::storage::Store>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = GroupNetwork;
+
+    async fn new_client(&mut self, _target: NodeId, node: &BasicNode) -> GroupNetwork {
+        GroupNetwork { group: self.group, client: self.pool.peer(&node.addr), records: self.records.clone() }
+    }
+}
+
+pub struct GroupNetwork {
+    group: GroupId,
+    client: PeerClient<Channel>,
+    records: Option<crate::storage::Store>,
+}
+
+impl GroupNetwork {
+    async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &mut self,
+        kind: u32,
+        req: &Req,
+        ttl: Duration,
+    ) -> Result<Resp, RPCError<TypeConfig>> {
+        let body = encode(req).map_err(|e| NetworkError::new(&e))?;
+        let frame = pb::RaftFrame { group_id: self.group, kind, body };
+        let reply = match tokio::time::timeout(ttl, self.client.raft(frame)).await {
+            Err(_) => return Err(NetworkError::from_string(format!("no answer within {ttl:?}")).into()),
+            Ok(Err(s)) => return Err(Unreachable::from_string(s.message().to_string()).into()),
+            Ok(Ok(r)) => r.into_inner(),
+        };
+        let result: Result<Resp, String> = decode(&reply.body).map_err(|e| NetworkError::new(&e))?;
+        // A remote Raft error (group stopped or absent) makes the peer unusable for now.
+        result.map_err(|e| Unreachable::from_string(e).into())
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for GroupNetwork {
+    type SnapshotData = SnapshotData;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(APPEND, &rpc, option.soft_ttl()).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(VOTE, &rpc, option.soft_ttl()).await
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(PRE_VOTE, &rpc, option.soft_ttl()).await
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(TRANSFER_LEADER, &req, option.soft_ttl()).await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let mut data = snapshot.snapshot.into_inner();
+        if let Some(store) = &self.records {
+            let (store, group) = (store.clone(), self.group);
+            data = tokio::task::spawn_blocking(move || crate::shard::state_machine::materialize(&store, group, data))
+                .await
+                .map_err(|e| StreamingError::from(RPCError::from(NetworkError::new(&e))))?
+                .map_err(|e| StreamingError::from(RPCError::from(NetworkError::new(&e))))?;
+        }
+        let req = (vote, snapshot.meta, data);
+        tokio::select! {
+            closed = cancel => Err(StreamingError::Closed(closed)),
+            r = self.call(SNAPSHOT, &req, option.soft_ttl().max(Duration::from_secs(60))) => Ok(r?),
+        }
+    }
+}
+
+/// Serves one incoming frame on the local replica of its group.
+pub async fn serve_frame<SM>(raft: &Raft<TypeConfig, SM>, kind: u32, body: &[u8]) -> Result<Vec<u8>, tonic::Status>
+where
+    SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotData>,
+{
+    let bad = |e: std::io::Error| tonic::Status::invalid_argument(format!("undecodable raft frame: {e}"));
+    fn reply<T: Serialize, E: std::fmt::Display>(r: Result<T, E>) -> Result<Vec<u8>, tonic::Status> {
+        encode(&r.map_err(|e| e.to_string())).map_err(|e| tonic::Status::internal(e.to_string()))
+    }
+    match kind {
+        APPEND => reply(raft.append_entries(decode(body).map_err(bad)?).await),
+        VOTE => reply(raft.vote(decode(body).map_err(bad)?).await),
+        PRE_VOTE => reply(raft.pre_vote(decode(body).map_err(bad)?).await),
+        TRANSFER_LEADER => reply(raft.handle_transfer_leader(decode(body).map_err(bad)?).await),
+        SNAPSHOT => {
+            let (vote, meta, data): (Vote, super::SnapshotMeta, Vec<u8>) = decode(body).map_err(bad)?;
+            let snapshot = Snapshot { meta, snapshot: std::io::Cursor::new(data) };
+            reply(raft.install_full_snapshot(vote, snapshot).await)
+        }
+        other => Err(tonic::Status::invalid_argument(format!("unknown raft frame kind {other}"))),
+    }
+}

@@ -1,0 +1,57 @@
+//! One shard replica: its Raft group (log in the node's RocksDB, state machine, network),
+//! the leader-side writer, and the record reader.
+
+pub mod reader;
+pub mod state_machine;
+pub mod writer;
+
+use crate::limits::ShardLimits;
+use crate::raft::log_store::LogStore;
+use crate::raft::network::{NetworkFactory, PeerPool};
+use crate::raft::{GroupId, RaftTiming, TypeConfig};
+use crate::storage::Store;
+use state_machine::{ShardShared, ShardStateMachine};
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch};
+
+pub type ShardRaft = openraft::Raft<TypeConfig, ShardStateMachine>;
+
+/// Entries between snapshots. Snapshots only let Raft forget entries; the records stay.
+const SNAPSHOT_EVERY: u64 = 20_000;
+
+pub struct ShardReplica {
+    pub group: GroupId,
+    pub stream: String,
+    pub shard_index: u32,
+    pub raft: ShardRaft,
+    pub shared: Arc<ShardShared>,
+    pub writer: mpsc::Sender<writer::WriteRequest>,
+    pub limits: watch::Sender<ShardLimits>,
+}
+
+impl ShardReplica {
+    pub async fn start(
+        node_id: u64,
+        store: Store,
+        pool: PeerPool,
+        timing: RaftTiming,
+        group: GroupId,
+        stream: String,
+        shard_index: u32,
+        limits: ShardLimits,
+    ) -> anyhow::Result<ShardReplica> {
+        let shared = ShardShared::open(store.clone(), group)?;
+        let config = timing.config(&format!("shard-{group}"), SNAPSHOT_EVERY)?;
+        let raft = ShardRaft::new(
+            node_id,
+            config,
+            NetworkFactory { group, pool, records: Some(store.clone()) },
+            LogStore::new(store, group, true),
+            ShardStateMachine { shared: shared.clone() },
+        )
+        .await?;
+        let (limits_tx, limits_rx) = watch::channel(limits);
+        let writer = writer::spawn(raft.clone(), limits, limits_rx);
+        Ok(ShardReplica { group, stream, shard_index, raft, shared, writer, limits: limits_tx })
+    }
+}

@@ -1,0 +1,115 @@
+//! Reading records straight from a replica's committed log entries.
+
+use super::state_machine::ShardShared;
+use crate::error::{Error, Result};
+use crate::raft::{decode, Command, Entry};
+use crate::sequence::SequenceNumber;
+use crate::storage::{keys, CF_LOG, CF_TS_INDEX};
+use openraft::EntryPayload;
+
+/// A record as read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRecord {
+    pub sequence_number: SequenceNumber,
+    pub partition_key: String,
+    pub data: Vec<u8>,
+    pub arrival_ms: i64,
+}
+
+/// Where to read from: `(log index, position inside the entry)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Position {
+    pub log_index: u64,
+    pub position: u16,
+}
+
+pub struct Page {
+    pub records: Vec<StoredRecord>,
+    /// Where the next read continues.
+    pub next: Position,
+    pub millis_behind_latest: u64,
+}
+
+pub struct ReadLimits {
+    pub max_records: usize,
+    pub max_bytes: usize,
+    /// Records that arrived before this are expired and never returned.
+    pub expired_before_ms: i64,
+}
+
+impl ShardShared {
+    /// The position right after the last applied entry (LATEST).
+    pub fn latest(&self) -> Position {
+        Position { log_index: self.state().applied_index() + 1, position: 0 }
+    }
+
+    /// The first retained position (TRIM_HORIZON).
+    pub fn trim_horizon(&self) -> Position {
+        Position { log_index: self.state().first_index, position: 0 }
+    }
+
+    /// The first entry that arrived at or after `ts_ms` (AT_TIMESTAMP), else LATEST.
+    pub fn at_timestamp(&self, ts_ms: i64) -> Result<Position> {
+        let (_, to) = keys::group_bounds(self.group);
+        let from = keys::ts(self.group, ts_ms, 0);
+        match self.store.scan(CF_TS_INDEX, from, to).next() {
+            Some(item) => {
+                let (_, v) = item?;
+                let index = u64::from_be_bytes(
+                    v.as_slice().try_into().map_err(|_| Error::internal("bad arrival-time index value"))?,
+                );
+                Ok(Position { log_index: index.max(self.state().first_index), position: 0 })
+            }
+            None => Ok(self.latest()),
+        }
+    }
+
+    /// Reads committed records from `from`, in sequence order, within `limits`.
+    pub fn read(&self, epoch: u32, from: Position, limits: &ReadLimits) -> Result<Page> {
+        let state = self.state();
+        let applied = state.applied_index();
+        let mut next = from.max(Position { log_index: state.first_index, position: 0 });
+        let mut records = Vec::new();
+        let mut bytes = 0usize;
+        if next.log_index <= applied {
+            let (lo, hi) = keys::log_range(self.group, next.log_index, applied + 1);
+            'entries: for item in self.store.scan(CF_LOG, lo, hi) {
+                let (key, value) = item.map_err(|e| {
+                    tracing::error!(group = self.group, "refusing to serve a corrupt entry: {e}");
+                    Error::internal(format!("shard replica is corrupt and stopped serving: {e}"))
+                })?;
+                let index = keys::index_of(&key);
+                let entry: Entry = decode(&value).map_err(|e| Error::internal(format!("undecodable entry {index}: {e}")))?;
+                let start = if index == next.log_index { next.position as usize } else { 0 };
+                if let EntryPayload::Normal(Command::Append(batch)) = entry.payload {
+                    for (pos, r) in batch.records.into_iter().enumerate().skip(start) {
+                        if records.len() >= limits.max_records
+                            || (bytes + r.data.len() > limits.max_bytes && !records.is_empty())
+                        {
+                            next = Position { log_index: index, position: pos as u16 };
+                            break 'entries;
+                        }
+                        if batch.arrival_ms >= limits.expired_before_ms {
+                            bytes += r.data.len();
+                            records.push(StoredRecord {
+                                sequence_number: SequenceNumber::new(epoch, index, pos as u16),
+                                partition_key: r.partition_key,
+                                data: r.data,
+                                arrival_ms: batch.arrival_ms,
+                            });
+                        }
+                    }
+                }
+                next = Position { log_index: index + 1, position: 0 };
+            }
+            if next.log_index <= applied && records.len() < limits.max_records && bytes < limits.max_bytes {
+                next = Position { log_index: applied + 1, position: 0 };
+            }
+        }
+        let behind = match records.last() {
+            Some(r) if next.log_index <= applied => (state.last_arrival_ms - r.arrival_ms).max(0) as u64,
+            _ => 0,
+        };
+        Ok(Page { records, next, millis_behind_latest: behind })
+    }
+}

@@ -1,0 +1,156 @@
+//! The leader-side write path of one shard: admits records against the shard's limits
+//! and turns concurrent requests into one Raft entry (group commit).
+
+use super::ShardRaft;
+use crate::error::{Error, ErrorKind};
+use crate::limits::{ShardLimits, WriteMeter};
+use crate::raft::{Command, NodeId, RecordBatch, RecordInput, Reply};
+use crate::sequence::MAX_RECORDS_PER_ENTRY;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+/// Entries are capped near 1 MiB of payload so one entry never stalls replication.
+const MAX_ENTRY_BYTES: usize = 1 << 20;
+/// Proposals in flight per shard: enough to hide one fsync + one round trip.
+const IN_FLIGHT: usize = 4;
+
+/// The outcome for one record of a write request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RecordOutcome {
+    /// Written at `(log_index, position)`.
+    Written { log_index: u64, position: u16 },
+    Throttled,
+    Failed(Error),
+}
+
+/// Why a whole request could not be served here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WriteRejection {
+    /// This replica is not the leader; `leader` is the one it knows of.
+    NotLeader { leader: Option<NodeId> },
+    Failed(Error),
+}
+
+pub type WriteResult = Result<Vec<RecordOutcome>, WriteRejection>;
+
+pub struct WriteRequest {
+    pub records: Vec<RecordInput>,
+    pub reply: oneshot::Sender<WriteResult>,
+}
+
+/// Starts the shard's writer task; dropping the sender stops it.
+pub fn spawn(raft: ShardRaft, limits: ShardLimits, limits_rx: tokio::sync::watch::Receiver<ShardLimits>) -> mpsc::Sender<WriteRequest> {
+    let (tx, rx) = mpsc::channel(1024);
+    tokio::spawn(run(raft, limits, limits_rx, rx));
+    tx
+}
+
+async fn run(
+    raft: ShardRaft,
+    limits: ShardLimits,
+    mut limits_rx: tokio::sync::watch::Receiver<ShardLimits>,
+    mut rx: mpsc::Receiver<WriteRequest>,
+) {
+    let mut meter = WriteMeter::new(limits);
+    let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
+    let mut carry: Option<WriteRequest> = None;
+    loop {
+        let first = match carry.take() {
+            Some(r) => r,
+            None => match rx.recv().await {
+                Some(r) => r,
+                None => return,
+            },
+        };
+        if limits_rx.has_changed().unwrap_or(false) {
+            meter.set_limits(*limits_rx.borrow_and_update());
+        }
+        // Not the leader: answer at once, without spending write capacity.
+        if !raft.is_leader() {
+            let leader = raft.current_leader().await;
+            let _ = first.reply.send(Err(WriteRejection::NotLeader { leader }));
+            continue;
+        }
+        let permit = in_flight.clone().acquire_owned().await.expect("semaphore never closed");
+        // Everything already waiting joins this entry, up to the caps.
+        let mut requests = vec![first];
+        let mut count = requests[0].records.len();
+        let mut bytes: usize = requests[0].records.iter().map(|r| r.data.len()).sum();
+        while let Ok(next) = rx.try_recv() {
+            let (n, b) = (next.records.len(), next.records.iter().map(|r| r.data.len()).sum::<usize>());
+            if count + n > MAX_RECORDS_PER_ENTRY || bytes + b > MAX_ENTRY_BYTES {
+                carry = Some(next);
+                break;
+            }
+            count += n;
+            bytes += b;
+            requests.push(next);
+        }
+        let now = Instant::now();
+        let mut batch = Vec::with_capacity(count);
+        // Per request: the outcome of each record, with `Written` positions filled later.
+        let mut pending: Vec<(oneshot::Sender<WriteResult>, Vec<Option<usize>>)> = Vec::new();
+        for req in requests {
+            let slots = req
+                .records
+                .into_iter()
+                .map(|r| {
+                    if meter.admit(r.metered_size(), now) {
+                        batch.push(r);
+                        Some(batch.len() - 1)
+                    } else {
+                        None
+                    }
+                })
+                .collect();
+            pending.push((req.reply, slots));
+        }
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let result = if batch.is_empty() {
+                Ok(None)
+            } else {
+                let cmd = Command::Append(RecordBatch { arrival_ms: crate::now_ms(), records: batch });
+                propose(&raft, cmd).await.map(Some)
+            };
+            for (reply, slots) in pending {
+                let answer = match &result {
+                    Err(rejection) => Err(rejection.clone()),
+                    Ok(log_index) => Ok(slots
+                        .iter()
+                        .map(|slot| match (slot, log_index) {
+                            (Some(pos), Some(index)) => {
+                                RecordOutcome::Written { log_index: *index, position: *pos as u16 }
+                            }
+                            _ => RecordOutcome::Throttled,
+                        })
+                        .collect()),
+                };
+                let _ = reply.send(answer);
+            }
+        });
+    }
+}
+
+async fn propose(raft: &ShardRaft, cmd: Command) -> Result<u64, WriteRejection> {
+    match raft.client_write(cmd).await {
+        Ok(resp) => match resp.data {
+            Reply::Appended { log_index, .. } => Ok(log_index),
+            other => Err(WriteRejection::Failed(Error::internal(format!("unexpected reply {other:?}")))),
+        },
+        Err(e) => {
+            if let Some(fwd) = e.forward_to_leader() {
+                // LogEntryDiscarded also lands here: its outcome is unknown, so the
+                // client must retry (and may see a duplicate), exactly as with Kinesis.
+                return Err(WriteRejection::NotLeader { leader: fwd.leader_id });
+            }
+            Err(WriteRejection::Failed(Error::new(
+                ErrorKind::Unavailable,
+                format!("shard replica failed: {e}; retry"),
+            )))
+        }
+    }
+}
