@@ -11,7 +11,10 @@ pub struct HashKeyRange {
 }
 
 impl HashKeyRange {
-    pub const FULL: HashKeyRange = HashKeyRange { start: 0, end: u128::MAX };
+    pub const FULL: HashKeyRange = HashKeyRange {
+        start: 0,
+        end: u128::MAX,
+    };
 
     pub fn contains(&self, key: u128) -> bool {
         self.start <= key && key <= self.end
@@ -23,11 +26,19 @@ impl HashKeyRange {
         assert!(n > 0, "a stream has at least one shard");
         let n = n as u128;
         // floor(2^128 / n) without overflowing: 2^128 = u128::MAX + 1.
-        let h = if n == 1 { 0 } else { u128::MAX / n + u128::from(u128::MAX % n == n - 1) };
+        let h = if n == 1 {
+            0
+        } else {
+            u128::MAX / n + u128::from(u128::MAX % n == n - 1)
+        };
         (0..n)
             .map(|i| HashKeyRange {
                 start: i * h,
-                end: if i == n - 1 { u128::MAX } else { (i + 1) * h - 1 },
+                end: if i == n - 1 {
+                    u128::MAX
+                } else {
+                    (i + 1) * h - 1
+                },
             })
             .collect()
     }

@@ -6,9 +6,11 @@ use crate::meta::{MetaCommand, MetaReply, MetaStateMachine, MetaView, META_GROUP
 use crate::pb;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{NetworkFactory, PeerPool};
-use crate::raft::{decode, encode, Command, GroupId, NodeId, RaftTiming, RecordInput, Reply, TypeConfig};
+use crate::raft::{
+    decode, encode, Command, GroupId, NodeId, RaftTiming, RecordInput, Reply, TypeConfig,
+};
 use crate::shard::writer::{RecordOutcome, WriteRejection, WriteRequest};
-use crate::shard::ShardReplica;
+use crate::shard::{ShardReplica, ShardSpec};
 use crate::storage::Store;
 use openraft::async_runtime::WatchReceiver;
 use openraft::BasicNode;
@@ -68,7 +70,11 @@ impl Node {
         let meta = MetaRaft::new(
             config.id,
             config.timing.config("meta", 1_000)?,
-            NetworkFactory { group: META_GROUP, pool: pool.clone(), records: None },
+            NetworkFactory {
+                group: META_GROUP,
+                pool: pool.clone(),
+                records: None,
+            },
             LogStore::new(store.clone(), META_GROUP, false),
             sm,
         )
@@ -96,15 +102,26 @@ impl Node {
 
     /// The lowest-numbered node forms a new cluster; everyone else waits to be contacted.
     async fn bootstrap(self: Arc<Self>) {
-        let first = *self.config.peers.keys().next().expect("peers include this node");
+        let first = *self
+            .config
+            .peers
+            .keys()
+            .next()
+            .expect("peers include this node");
         if first != self.id {
             return;
         }
         if !self.meta.is_initialized().await.unwrap_or(true) {
-            let members: BTreeMap<NodeId, BasicNode> =
-                self.config.peers.iter().map(|(id, addr)| (*id, BasicNode::new(addr))).collect();
+            let members: BTreeMap<NodeId, BasicNode> = self
+                .config
+                .peers
+                .iter()
+                .map(|(id, addr)| (*id, BasicNode::new(addr)))
+                .collect();
             match self.meta.initialize(members).await {
-                Ok(()) => tracing::info!("formed a new cluster of {} nodes", self.config.peers.len()),
+                Ok(()) => {
+                    tracing::info!("formed a new cluster of {} nodes", self.config.peers.len())
+                }
                 Err(e) => tracing::info!("cluster already formed: {e}"),
             }
         }
@@ -124,22 +141,36 @@ impl Node {
             let leader = match self.meta.client_write(Command::Meta(cmd.clone())).await {
                 Ok(resp) => match resp.data {
                     Reply::Meta(r) => return r,
-                    other => return Err(Error::internal(format!("unexpected metadata reply {other:?}"))),
+                    other => {
+                        return Err(Error::internal(format!(
+                            "unexpected metadata reply {other:?}"
+                        )))
+                    }
                 },
                 Err(e) => e.forward_to_leader().and_then(|f| f.leader_id),
             };
-            if let Some(addr) = leader.filter(|l| *l != self.id).and_then(|l| self.addr_of(l)) {
+            if let Some(addr) = leader
+                .filter(|l| *l != self.id)
+                .and_then(|l| self.addr_of(l))
+            {
                 let body = encode(&cmd).map_err(|e| Error::internal(e.to_string()))?;
-                let req = pb::PeerWrite { group_id: META_GROUP, body, hops: 1 };
+                let req = pb::PeerWrite {
+                    group_id: META_GROUP,
+                    body,
+                    hops: 1,
+                };
                 if let Ok(reply) = self.pool.peer(&addr).meta_write(req).await {
-                    let r: Option<Result<MetaReply>> = decode::<Result<MetaReply>>(&reply.into_inner().body).ok();
+                    let r: Option<Result<MetaReply>> =
+                        decode::<Result<MetaReply>>(&reply.into_inner().body).ok();
                     if let Some(r) = r {
                         return r;
                     }
                 }
             }
             if tokio::time::Instant::now() > deadline {
-                return Err(Error::unavailable("the metadata group has no leader; is a majority of nodes up?"));
+                return Err(Error::unavailable(
+                    "the metadata group has no leader; is a majority of nodes up?",
+                ));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -157,11 +188,20 @@ impl Node {
     }
 
     pub fn shard(&self, group: GroupId) -> Option<Arc<ShardReplica>> {
-        self.shards.read().expect("shards lock").get(&group).cloned()
+        self.shards
+            .read()
+            .expect("shards lock")
+            .get(&group)
+            .cloned()
     }
 
     pub fn local_shards(&self) -> Vec<Arc<ShardReplica>> {
-        self.shards.read().expect("shards lock").values().cloned().collect()
+        self.shards
+            .read()
+            .expect("shards lock")
+            .values()
+            .cloned()
+            .collect()
     }
 
     async fn reconcile_loop(self: Arc<Self>) {
@@ -183,7 +223,16 @@ impl Node {
         let (desired, known_below) = self.meta_view.read(|m| {
             let desired: Vec<_> = m
                 .shards_on(self.id)
-                .map(|(s, sh)| (sh.group_id, s.name.clone(), sh.index, s.limits, sh.replicas.clone(), sh.ready))
+                .map(|(s, sh)| {
+                    (
+                        sh.group_id,
+                        s.name.clone(),
+                        sh.index,
+                        s.limits,
+                        sh.replicas.clone(),
+                        sh.ready,
+                    )
+                })
                 .collect();
             (desired, m.next_group_id)
         });
@@ -191,7 +240,8 @@ impl Node {
         for (group, stream, index, limits, replicas, ready) in desired {
             let replica = match self.shard(group) {
                 Some(r) => {
-                    r.limits.send_if_modified(|l| std::mem::replace(l, limits) != limits);
+                    r.limits
+                        .send_if_modified(|l| std::mem::replace(l, limits) != limits);
                     r
                 }
                 None => {
@@ -201,29 +251,45 @@ impl Node {
                             self.store.clone(),
                             self.pool.clone(),
                             self.config.timing,
-                            group,
-                            stream,
-                            index,
-                            limits,
+                            ShardSpec {
+                                group,
+                                stream,
+                                shard_index: index,
+                                limits,
+                            },
                         )
                         .await?,
                     );
-                    self.shards.write().expect("shards lock").insert(group, r.clone());
+                    self.shards
+                        .write()
+                        .expect("shards lock")
+                        .insert(group, r.clone());
                     r
                 }
             };
-            if !ready && replicas.first() == Some(&self.id) && self.announcing.lock().expect("lock").insert(group) {
+            if !ready
+                && replicas.first() == Some(&self.id)
+                && self.announcing.lock().expect("lock").insert(group)
+            {
                 tokio::spawn(self.clone().announce_ready(replica, replicas));
             }
         }
         // Replicas of deleted streams: stop them and reclaim their storage.
         let gone: Vec<Arc<ShardReplica>> = {
             let mut shards = self.shards.write().expect("shards lock");
-            let ids: Vec<GroupId> = shards.keys().copied().filter(|g| !wanted.contains(g)).collect();
+            let ids: Vec<GroupId> = shards
+                .keys()
+                .copied()
+                .filter(|g| !wanted.contains(g))
+                .collect();
             ids.into_iter().filter_map(|g| shards.remove(&g)).collect()
         };
         for r in gone {
-            tracing::info!(group = r.group, "stream deleted: removing shard replica {}", r.shard_index);
+            tracing::info!(
+                group = r.group,
+                "stream deleted: removing shard replica {}",
+                r.shard_index
+            );
             let _ = r.raft.shutdown().await;
         }
         let store = self.store.clone();
@@ -256,7 +322,10 @@ impl Node {
             .wait(Some(Duration::from_secs(60)))
             .metrics(|m| m.current_leader.is_some(), "first leader")
             .await;
-        while let Err(e) = self.meta_write(MetaCommand::ShardReady { group_id: group }).await {
+        while let Err(e) = self
+            .meta_write(MetaCommand::ShardReady { group_id: group })
+            .await
+        {
             tracing::debug!(group, "announcing shard leader: {e}");
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
@@ -280,7 +349,10 @@ impl Node {
                         .ok_or_else(|| Error::unavailable("no replica of this shard is known"));
                 }
             };
-            if let Some(addr) = leader.filter(|l| *l != self.id).and_then(|l| self.addr_of(l)) {
+            if let Some(addr) = leader
+                .filter(|l| *l != self.id)
+                .and_then(|l| self.addr_of(l))
+            {
                 return Ok(Target::Remote(addr));
             }
             if tokio::time::Instant::now() > deadline {
@@ -305,7 +377,10 @@ impl Node {
             let leader_hint = match self.shard(group) {
                 Some(local) => {
                     let (tx, rx) = oneshot::channel();
-                    let req = WriteRequest { records: records.clone(), reply: tx };
+                    let req = WriteRequest {
+                        records: records.clone(),
+                        reply: tx,
+                    };
                     if local.writer.send(req).await.is_err() {
                         return Err(Error::unavailable("shard replica is shutting down; retry"));
                     }
@@ -318,12 +393,19 @@ impl Node {
                 }
                 None => replicas.iter().copied().find(|r| *r != self.id),
             };
-            if let Some(addr) = leader_hint.filter(|l| *l != self.id).and_then(|l| self.addr_of(l)) {
+            if let Some(addr) = leader_hint
+                .filter(|l| *l != self.id)
+                .and_then(|l| self.addr_of(l))
+            {
                 if hops >= MAX_HOPS {
                     return Err(Error::unavailable("shard leadership is moving; retry"));
                 }
                 let body = encode(&records).map_err(|e| Error::internal(e.to_string()))?;
-                let req = pb::PeerWrite { group_id: group, body, hops: hops + 1 };
+                let req = pb::PeerWrite {
+                    group_id: group,
+                    body,
+                    hops: hops + 1,
+                };
                 match self.pool.peer(&addr).shard_write(req).await {
                     Ok(reply) => {
                         return decode::<Result<Vec<RecordOutcome>>>(&reply.into_inner().body)
@@ -331,7 +413,10 @@ impl Node {
                     }
                     // Retried only when the request provably never left: a connection that
                     // broke mid-call may have written, and only the producer may retry that.
-                    Err(s) if s.code() == tonic::Code::Unavailable && s.message().contains("connect") => {
+                    Err(s)
+                        if s.code() == tonic::Code::Unavailable
+                            && s.message().contains("connect") =>
+                    {
                         tracing::debug!(group, "leader {addr} unreachable: {}", s.message())
                     }
                     Err(s) => {
@@ -362,7 +447,9 @@ impl Node {
                 if !replica.raft.is_leader() {
                     continue;
                 }
-                let Some(hours) = self.meta_view.read(|m| m.streams.get(&replica.stream).map(|s| s.retention_hours))
+                let Some(hours) = self
+                    .meta_view
+                    .read(|m| m.streams.get(&replica.stream).map(|s| s.retention_hours))
                 else {
                     continue;
                 };
@@ -376,8 +463,16 @@ impl Node {
                     }
                 };
                 if below > state.first_index {
-                    tracing::info!(group = replica.group, "retention: trimming entries below {below}");
-                    if replica.raft.client_write(Command::Trim { below_index: below }).await.is_ok() {
+                    tracing::info!(
+                        group = replica.group,
+                        "retention: trimming entries below {below}"
+                    );
+                    if replica
+                        .raft
+                        .client_write(Command::Trim { below_index: below })
+                        .await
+                        .is_ok()
+                    {
                         let _ = replica.raft.trigger().snapshot().await;
                     }
                 }
@@ -388,7 +483,10 @@ impl Node {
     /// This node's view of every group it holds a replica of.
     pub fn local_status(&self) -> Vec<pb::GroupStatus> {
         let mut out = Vec::new();
-        let mut push = |group: GroupId, stream: String, shard_id: String, m: openraft::RaftMetrics<TypeConfig>| {
+        let mut push = |group: GroupId,
+                        stream: String,
+                        shard_id: String,
+                        m: openraft::RaftMetrics<TypeConfig>| {
             out.push(pb::GroupStatus {
                 stream_name: stream,
                 shard_id,
@@ -404,10 +502,20 @@ impl Node {
                 }],
             });
         };
-        push(META_GROUP, String::new(), String::new(), self.meta.metrics().borrow_watched().clone());
+        push(
+            META_GROUP,
+            String::new(),
+            String::new(),
+            self.meta.metrics().borrow_watched().clone(),
+        );
         for r in self.local_shards() {
             let m = r.raft.metrics().borrow_watched().clone();
-            push(r.group, r.stream.clone(), crate::meta::shard_id(r.shard_index), m);
+            push(
+                r.group,
+                r.stream.clone(),
+                crate::meta::shard_id(r.shard_index),
+                m,
+            );
         }
         out
     }

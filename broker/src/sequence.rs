@@ -19,18 +19,31 @@ pub struct SequenceNumber {
 impl SequenceNumber {
     pub fn new(epoch: u32, log_index: u64, position: u16) -> Self {
         assert!(log_index < (1 << 48), "log index beyond 2^48");
-        SequenceNumber { epoch, log_index, position }
+        SequenceNumber {
+            epoch,
+            log_index,
+            position,
+        }
     }
 
     fn packed(self) -> u128 {
-        (u128::from(self.epoch) << 96) | (u128::from(self.log_index) << 16) | u128::from(self.position)
+        (u128::from(self.epoch) << 96)
+            | (u128::from(self.log_index) << 16)
+            | u128::from(self.position)
     }
 
     /// The number that sorts right after this one (the next possible record).
     pub fn successor(self) -> SequenceNumber {
         match self.position.checked_add(1) {
-            Some(p) => SequenceNumber { position: p, ..self },
-            None => SequenceNumber { log_index: self.log_index + 1, position: 0, ..self },
+            Some(p) => SequenceNumber {
+                position: p,
+                ..self
+            },
+            None => SequenceNumber {
+                log_index: self.log_index + 1,
+                position: 0,
+                ..self
+            },
         }
     }
 
@@ -97,15 +110,26 @@ mod tests {
 
     #[test]
     fn successor_carries_into_next_entry() {
-        assert_eq!(SequenceNumber::new(0, 5, 1).successor(), SequenceNumber::new(0, 5, 2));
-        assert_eq!(SequenceNumber::new(0, 5, u16::MAX).successor(), SequenceNumber::new(0, 6, 0));
+        assert_eq!(
+            SequenceNumber::new(0, 5, 1).successor(),
+            SequenceNumber::new(0, 5, 2)
+        );
+        assert_eq!(
+            SequenceNumber::new(0, 5, u16::MAX).successor(),
+            SequenceNumber::new(0, 6, 0)
+        );
     }
 
     #[test]
     fn rejects_foreign_numbers() {
-        for s in ["", "0", "123", "49590338271490256608559692538361571095921575989136588898",
-                  "1000000000000000000000000000000000000000000000000000000x",
-                  "2000000000000000000000000000000000000000000000000000000000"] {
+        for s in [
+            "",
+            "0",
+            "123",
+            "49590338271490256608559692538361571095921575989136588898",
+            "1000000000000000000000000000000000000000000000000000000x",
+            "2000000000000000000000000000000000000000000000000000000000",
+        ] {
             assert!(SequenceNumber::parse(s).is_err(), "{s}");
         }
     }

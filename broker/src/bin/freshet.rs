@@ -8,10 +8,19 @@ use std::io::{BufRead, Write};
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
-#[command(name = "freshet", version, about = "Freshet: streams of records, replicated by Raft")]
+#[command(
+    name = "freshet",
+    version,
+    about = "Freshet: streams of records, replicated by Raft"
+)]
 struct Cli {
     /// Any node of the cluster (it forwards to the shard leaders).
-    #[arg(long, env = "FRESHET_ENDPOINT", default_value = "http://127.0.0.1:50051", global = true)]
+    #[arg(
+        long,
+        env = "FRESHET_ENDPOINT",
+        default_value = "http://127.0.0.1:50051",
+        global = true
+    )]
     endpoint: String,
     #[command(subcommand)]
     command: Command,
@@ -81,8 +90,12 @@ enum StreamCmd {
         wait: bool,
     },
     List,
-    Describe { name: String },
-    Delete { name: String },
+    Describe {
+        name: String,
+    },
+    Delete {
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -121,15 +134,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let client = Client::new(&cli.endpoint)?;
     match cli.command {
         Command::Stream(cmd) => stream(&client, cmd).await,
-        Command::Put { stream, data, partition_key, batch } => match data {
+        Command::Put {
+            stream,
+            data,
+            partition_key,
+            batch,
+        } => match data {
             Some(data) => put_one(&client, &stream, data, partition_key).await,
             None => put_lines(&client, &stream, partition_key, batch.clamp(1, 500)).await,
         },
-        Command::Read { stream, from, shard, follow, verbose } => {
-            read(&client, &stream, &from, shard, follow, verbose).await
-        }
+        Command::Read {
+            stream,
+            from,
+            shard,
+            follow,
+            verbose,
+        } => read(&client, &stream, &from, shard, follow, verbose).await,
         Command::Cluster(ClusterCmd::Status) => cluster_status(&client).await,
-        Command::Cluster(ClusterCmd::Wait { timeout_secs }) => cluster_wait(&client, timeout_secs).await,
+        Command::Cluster(ClusterCmd::Wait { timeout_secs }) => {
+            cluster_wait(&client, timeout_secs).await
+        }
     }
 }
 
@@ -149,7 +173,8 @@ async fn stream(client: &Client, cmd: StreamCmd) -> anyhow::Result<()> {
             let defaults = freshet_broker::limits::ShardLimits::default();
             let limits = pb::ShardLimits {
                 enforce: !no_limits,
-                write_bytes_per_second: write_bytes_per_second.unwrap_or(defaults.write_bytes_per_second),
+                write_bytes_per_second: write_bytes_per_second
+                    .unwrap_or(defaults.write_bytes_per_second),
                 write_records_per_second: write_records_per_second
                     .unwrap_or(defaults.write_records_per_second),
             };
@@ -167,18 +192,29 @@ async fn stream(client: &Client, cmd: StreamCmd) -> anyhow::Result<()> {
                 loop {
                     let d = client.describe(&name).await?;
                     if d.status == "ACTIVE" {
-                        eprintln!("stream {name} is ACTIVE after {:.1}s", start.elapsed().as_secs_f64());
+                        eprintln!(
+                            "stream {name} is ACTIVE after {:.1}s",
+                            start.elapsed().as_secs_f64()
+                        );
                         break;
                     }
                     if start.elapsed() > Duration::from_secs(120) {
-                        bail!("stream {name} still {} after 120s; see `freshet cluster status`", d.status);
+                        bail!(
+                            "stream {name} still {} after 120s; see `freshet cluster status`",
+                            d.status
+                        );
                     }
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
         }
         StreamCmd::List => {
-            for name in api.list_streams(pb::ListStreamsRequest {}).await?.into_inner().stream_names {
+            for name in api
+                .list_streams(pb::ListStreamsRequest {})
+                .await?
+                .into_inner()
+                .stream_names
+            {
                 println!("{name}");
             }
         }
@@ -198,13 +234,18 @@ async fn stream(client: &Client, cmd: StreamCmd) -> anyhow::Result<()> {
                     _ => "off".to_string(),
                 }
             );
-            println!("{:<22} {:<8} {:<10} {:<41} {:<41}", "SHARD", "LEADER", "REPLICAS", "STARTING HASH KEY", "ENDING HASH KEY");
+            println!(
+                "{:<22} {:<8} {:<10} {:<41} {:<41}",
+                "SHARD", "LEADER", "REPLICAS", "STARTING HASH KEY", "ENDING HASH KEY"
+            );
             for s in d.shards {
                 let replicas: Vec<String> = s.replicas.iter().map(|r| r.to_string()).collect();
                 println!(
                     "{:<22} {:<8} {:<10} {:<41} {:<41}",
                     s.shard_id,
-                    s.leader.map(|l| l.to_string()).unwrap_or_else(|| "-".into()),
+                    s.leader
+                        .map(|l| l.to_string())
+                        .unwrap_or_else(|| "-".into()),
                     replicas.join(","),
                     s.starting_hash_key,
                     s.ending_hash_key
@@ -212,7 +253,10 @@ async fn stream(client: &Client, cmd: StreamCmd) -> anyhow::Result<()> {
             }
         }
         StreamCmd::Delete { name } => {
-            api.delete_stream(pb::DeleteStreamRequest { stream_name: name.clone() }).await?;
+            api.delete_stream(pb::DeleteStreamRequest {
+                stream_name: name.clone(),
+            })
+            .await?;
             eprintln!("deleted stream {name}");
         }
     }
@@ -223,7 +267,12 @@ fn random_key() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
-async fn put_one(client: &Client, stream: &str, data: String, key: Option<String>) -> anyhow::Result<()> {
+async fn put_one(
+    client: &Client,
+    stream: &str,
+    data: String,
+    key: Option<String>,
+) -> anyhow::Result<()> {
     let r = client
         .api
         .clone()
@@ -241,11 +290,18 @@ async fn put_one(client: &Client, stream: &str, data: String, key: Option<String
 
 /// One record per stdin line, in PutRecords batches; throttled records are retried with
 /// backoff so every line is written exactly once per acknowledged batch.
-async fn put_lines(client: &Client, stream: &str, key: Option<String>, batch: usize) -> anyhow::Result<()> {
+async fn put_lines(
+    client: &Client,
+    stream: &str,
+    key: Option<String>,
+    batch: usize,
+) -> anyhow::Result<()> {
     let bar = indicatif::ProgressBar::new_spinner();
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} {pos} records written ({per_sec}) {msg}")
-            .expect("valid template"),
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {pos} records written ({per_sec}) {msg}",
+        )
+        .expect("valid template"),
     );
     bar.enable_steady_tick(Duration::from_millis(200));
     let start = Instant::now();
@@ -273,7 +329,10 @@ async fn put_lines(client: &Client, stream: &str, key: Option<String>, batch: us
             let resp = client
                 .api
                 .clone()
-                .put_records(pb::PutRecordsRequest { stream_name: stream.to_string(), records: pending.clone() })
+                .put_records(pb::PutRecordsRequest {
+                    stream_name: stream.to_string(),
+                    records: pending.clone(),
+                })
                 .await?
                 .into_inner();
             let mut retry = Vec::new();
@@ -286,7 +345,11 @@ async fn put_lines(client: &Client, stream: &str, key: Option<String>, batch: us
                 {
                     retry.push(entry);
                 } else {
-                    bail!("record rejected: {}: {}", result.error_code, result.error_message);
+                    bail!(
+                        "record rejected: {}: {}",
+                        result.error_code,
+                        result.error_message
+                    );
                 }
             }
             bar.set_position(written);
@@ -314,20 +377,42 @@ fn parse_from(from: &str) -> anyhow::Result<(pb::IteratorType, Option<String>, O
     Ok(match from.split_once(':') {
         None if from == "trim-horizon" => (pb::IteratorType::TrimHorizon, None, None),
         None if from == "latest" => (pb::IteratorType::Latest, None, None),
-        Some(("at", seq)) => (pb::IteratorType::AtSequenceNumber, Some(seq.to_string()), None),
-        Some(("after", seq)) => (pb::IteratorType::AfterSequenceNumber, Some(seq.to_string()), None),
+        Some(("at", seq)) => (
+            pb::IteratorType::AtSequenceNumber,
+            Some(seq.to_string()),
+            None,
+        ),
+        Some(("after", seq)) => (
+            pb::IteratorType::AfterSequenceNumber,
+            Some(seq.to_string()),
+            None,
+        ),
         Some(("time", ms)) => (
             pb::IteratorType::AtTimestamp,
             None,
-            Some(ms.parse().context("time:<epoch milliseconds>, e.g. time:1767225600000")?),
+            Some(
+                ms.parse()
+                    .context("time:<epoch milliseconds>, e.g. time:1767225600000")?,
+            ),
         ),
-        _ => bail!("--from takes trim-horizon, latest, at:<sequence>, after:<sequence> or time:<epoch ms>"),
+        _ => bail!(
+            "--from takes trim-horizon, latest, at:<sequence>, after:<sequence> or time:<epoch ms>"
+        ),
     })
 }
 
-fn print_record(out: &mut impl Write, shard: &str, r: &pb::Record, verbose: bool) -> std::io::Result<()> {
+fn print_record(
+    out: &mut impl Write,
+    shard: &str,
+    r: &pb::Record,
+    verbose: bool,
+) -> std::io::Result<()> {
     if verbose {
-        write!(out, "{shard} {} {} {} ", r.sequence_number, r.approximate_arrival_timestamp_ms, r.partition_key)?;
+        write!(
+            out,
+            "{shard} {} {} {} ",
+            r.sequence_number, r.approximate_arrival_timestamp_ms, r.partition_key
+        )?;
     }
     out.write_all(&r.data)?;
     out.write_all(b"\n")
@@ -344,12 +429,20 @@ async fn read(
     let (kind, seq, ts) = parse_from(from)?;
     let shards: Vec<String> = match shard {
         Some(s) => vec![s],
-        None => client.describe(stream).await?.shards.into_iter().map(|s| s.shard_id).collect(),
+        None => client
+            .describe(stream)
+            .await?
+            .shards
+            .into_iter()
+            .map(|s| s.shard_id)
+            .collect(),
     };
     if !follow {
         let stdout = std::io::stdout();
         for shard in shards {
-            let it = client.shard_iterator(stream, &shard, kind, seq.clone(), ts).await?;
+            let it = client
+                .shard_iterator(stream, &shard, kind, seq.clone(), ts)
+                .await?;
             let records = client.read_to_end(it).await?;
             let mut out = stdout.lock();
             for r in &records {
@@ -388,15 +481,35 @@ async fn read(
 }
 
 async fn cluster_status(client: &Client) -> anyhow::Result<()> {
-    let s = client.api.clone().cluster_status(pb::ClusterStatusRequest {}).await?.into_inner();
+    let s = client
+        .api
+        .clone()
+        .cluster_status(pb::ClusterStatusRequest {})
+        .await?
+        .into_inner();
     println!("NODES");
     for n in &s.nodes {
-        println!("  node {} {} {}", n.id, n.address, if n.reachable { "up" } else { "UNREACHABLE" });
+        println!(
+            "  node {} {} {}",
+            n.id,
+            n.address,
+            if n.reachable { "up" } else { "UNREACHABLE" }
+        );
     }
     println!("GROUPS");
     for g in &s.groups {
-        let name = if g.stream_name.is_empty() { "(metadata)".to_string() } else { format!("{}/{}", g.stream_name, g.shard_id) };
-        println!("  {name} group {} leader {}", g.group_id, g.leader.map(|l| l.to_string()).unwrap_or_else(|| "none".into()));
+        let name = if g.stream_name.is_empty() {
+            "(metadata)".to_string()
+        } else {
+            format!("{}/{}", g.stream_name, g.shard_id)
+        };
+        println!(
+            "  {name} group {} leader {}",
+            g.group_id,
+            g.leader
+                .map(|l| l.to_string())
+                .unwrap_or_else(|| "none".into())
+        );
         for r in &g.replicas {
             println!(
                 "    node {} {:<9} term {:<4} applied {:<8} committed {:<8} last log {}",
@@ -410,16 +523,31 @@ async fn cluster_status(client: &Client) -> anyhow::Result<()> {
 async fn cluster_wait(client: &Client, timeout_secs: u64) -> anyhow::Result<()> {
     let start = Instant::now();
     loop {
-        let last = match client.api.clone().cluster_status(pb::ClusterStatusRequest {}).await {
+        let last = match client
+            .api
+            .clone()
+            .cluster_status(pb::ClusterStatusRequest {})
+            .await
+        {
             Ok(s) => {
                 let s = s.into_inner();
                 let up = s.nodes.iter().filter(|n| n.reachable).count();
-                let meta_leader = s.groups.iter().find(|g| g.group_id == 0).and_then(|g| g.leader);
+                let meta_leader = s
+                    .groups
+                    .iter()
+                    .find(|g| g.group_id == 0)
+                    .and_then(|g| g.leader);
                 if up == s.nodes.len() && meta_leader.is_some() {
-                    eprintln!("cluster ready: {up} nodes, metadata leader node {}", meta_leader.unwrap_or(0));
+                    eprintln!(
+                        "cluster ready: {up} nodes, metadata leader node {}",
+                        meta_leader.unwrap_or(0)
+                    );
                     return Ok(());
                 }
-                format!("{up}/{} nodes up, metadata leader: {meta_leader:?}", s.nodes.len())
+                format!(
+                    "{up}/{} nodes up, metadata leader: {meta_leader:?}",
+                    s.nodes.len()
+                )
             }
             Err(e) => e.message().to_string(),
         };

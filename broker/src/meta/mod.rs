@@ -6,8 +6,11 @@
 mod state;
 pub mod state_machine;
 
+pub use state::{
+    parse_shard_id, shard_id, MetaCommand, MetaReply, MetaState, ShardMeta, StreamMeta,
+    StreamStatus,
+};
 pub use state_machine::{MetaStateMachine, MetaView};
-pub use state::{parse_shard_id, shard_id, MetaCommand, MetaReply, MetaState, ShardMeta, StreamMeta, StreamStatus};
 
 /// The metadata group's id; shard groups are numbered from 1.
 pub const META_GROUP: u64 = 0;

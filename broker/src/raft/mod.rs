@@ -44,7 +44,9 @@ pub enum Command {
     Meta(MetaCommand),
     Append(RecordBatch),
     /// Retention: records in entries below this log index are gone.
-    Trim { below_index: u64 },
+    Trim {
+        below_index: u64,
+    },
 }
 
 impl fmt::Display for Command {
@@ -62,7 +64,10 @@ pub enum Reply {
     None,
     Meta(Result<MetaReply, Error>),
     /// The entry's records got sequence numbers `(log_index, 0..n)` at `arrival_ms`.
-    Appended { log_index: u64, arrival_ms: i64 },
+    Appended {
+        log_index: u64,
+        arrival_ms: i64,
+    },
 }
 
 openraft::declare_raft_types!(
@@ -107,12 +112,20 @@ pub struct RaftTiming {
 
 impl Default for RaftTiming {
     fn default() -> Self {
-        RaftTiming { heartbeat_ms: 250, election_min_ms: 1500, election_max_ms: 3000 }
+        RaftTiming {
+            heartbeat_ms: 250,
+            election_min_ms: 1500,
+            election_max_ms: 3000,
+        }
     }
 }
 
 impl RaftTiming {
-    pub fn config(&self, cluster: &str, snapshot_every: u64) -> anyhow::Result<std::sync::Arc<openraft::Config>> {
+    pub fn config(
+        &self,
+        cluster: &str,
+        snapshot_every: u64,
+    ) -> anyhow::Result<std::sync::Arc<openraft::Config>> {
         let cfg = openraft::Config {
             cluster_name: cluster.to_string(),
             heartbeat_interval: self.heartbeat_ms,

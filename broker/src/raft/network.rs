@@ -74,7 +74,11 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = GroupNetwork;
 
     async fn new_client(&mut self, _target: NodeId, node: &BasicNode) -> GroupNetwork {
-        GroupNetwork { group: self.group, client: self.pool.peer(&node.addr), records: self.records.clone() }
+        GroupNetwork {
+            group: self.group,
+            client: self.pool.peer(&node.addr),
+            records: self.records.clone(),
+        }
     }
 }
 
@@ -92,13 +96,20 @@ impl GroupNetwork {
         ttl: Duration,
     ) -> Result<Resp, RPCError<TypeConfig>> {
         let body = encode(req).map_err(|e| NetworkError::new(&e))?;
-        let frame = pb::RaftFrame { group_id: self.group, kind, body };
+        let frame = pb::RaftFrame {
+            group_id: self.group,
+            kind,
+            body,
+        };
         let reply = match tokio::time::timeout(ttl, self.client.raft(frame)).await {
-            Err(_) => return Err(NetworkError::from_string(format!("no answer within {ttl:?}")).into()),
+            Err(_) => {
+                return Err(NetworkError::from_string(format!("no answer within {ttl:?}")).into())
+            }
             Ok(Err(s)) => return Err(Unreachable::from_string(s.message().to_string()).into()),
             Ok(Ok(r)) => r.into_inner(),
         };
-        let result: Result<Resp, String> = decode(&reply.body).map_err(|e| NetworkError::new(&e))?;
+        let result: Result<Resp, String> =
+            decode(&reply.body).map_err(|e| NetworkError::new(&e))?;
         // A remote Raft error (group stopped or absent) makes the peer unusable for now.
         result.map_err(|e| Unreachable::from_string(e).into())
     }
@@ -149,10 +160,12 @@ impl RaftNetworkV2<TypeConfig> for GroupNetwork {
         let mut data = snapshot.snapshot.into_inner();
         if let Some(store) = &self.records {
             let (store, group) = (store.clone(), self.group);
-            data = tokio::task::spawn_blocking(move || crate::shard::state_machine::materialize(&store, group, data))
-                .await
-                .map_err(|e| StreamingError::from(RPCError::from(NetworkError::new(&e))))?
-                .map_err(|e| StreamingError::from(RPCError::from(NetworkError::new(&e))))?;
+            data = tokio::task::spawn_blocking(move || {
+                crate::shard::state_machine::materialize(&store, group, data)
+            })
+            .await
+            .map_err(|e| StreamingError::from(RPCError::from(NetworkError::new(&e))))?
+            .map_err(|e| StreamingError::from(RPCError::from(NetworkError::new(&e))))?;
         }
         let req = (vote, snapshot.meta, data);
         tokio::select! {
@@ -163,24 +176,40 @@ impl RaftNetworkV2<TypeConfig> for GroupNetwork {
 }
 
 /// Serves one incoming frame on the local replica of its group.
-pub async fn serve_frame<SM>(raft: &Raft<TypeConfig, SM>, kind: u32, body: &[u8]) -> Result<Vec<u8>, tonic::Status>
+pub async fn serve_frame<SM>(
+    raft: &Raft<TypeConfig, SM>,
+    kind: u32,
+    body: &[u8],
+) -> Result<Vec<u8>, tonic::Status>
 where
     SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotData>,
 {
-    let bad = |e: std::io::Error| tonic::Status::invalid_argument(format!("undecodable raft frame: {e}"));
-    fn reply<T: Serialize, E: std::fmt::Display>(r: Result<T, E>) -> Result<Vec<u8>, tonic::Status> {
+    let bad =
+        |e: std::io::Error| tonic::Status::invalid_argument(format!("undecodable raft frame: {e}"));
+    fn reply<T: Serialize, E: std::fmt::Display>(
+        r: Result<T, E>,
+    ) -> Result<Vec<u8>, tonic::Status> {
         encode(&r.map_err(|e| e.to_string())).map_err(|e| tonic::Status::internal(e.to_string()))
     }
     match kind {
         APPEND => reply(raft.append_entries(decode(body).map_err(bad)?).await),
         VOTE => reply(raft.vote(decode(body).map_err(bad)?).await),
         PRE_VOTE => reply(raft.pre_vote(decode(body).map_err(bad)?).await),
-        TRANSFER_LEADER => reply(raft.handle_transfer_leader(decode(body).map_err(bad)?).await),
+        TRANSFER_LEADER => reply(
+            raft.handle_transfer_leader(decode(body).map_err(bad)?)
+                .await,
+        ),
         SNAPSHOT => {
-            let (vote, meta, data): (Vote, super::SnapshotMeta, Vec<u8>) = decode(body).map_err(bad)?;
-            let snapshot = Snapshot { meta, snapshot: std::io::Cursor::new(data) };
+            let (vote, meta, data): (Vote, super::SnapshotMeta, Vec<u8>) =
+                decode(body).map_err(bad)?;
+            let snapshot = Snapshot {
+                meta,
+                snapshot: std::io::Cursor::new(data),
+            };
             reply(raft.install_full_snapshot(vote, snapshot).await)
         }
-        other => Err(tonic::Status::invalid_argument(format!("unknown raft frame kind {other}"))),
+        other => Err(tonic::Status::invalid_argument(format!(
+            "unknown raft frame kind {other}"
+        ))),
     }
 }

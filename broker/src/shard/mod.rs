@@ -19,6 +19,14 @@ pub type ShardRaft = openraft::Raft<TypeConfig, ShardStateMachine>;
 /// Entries between snapshots. Snapshots only let Raft forget entries; the records stay.
 const SNAPSHOT_EVERY: u64 = 20_000;
 
+/// Which shard a replica serves, from the metadata.
+pub struct ShardSpec {
+    pub group: GroupId,
+    pub stream: String,
+    pub shard_index: u32,
+    pub limits: ShardLimits,
+}
+
 pub struct ShardReplica {
     pub group: GroupId,
     pub stream: String,
@@ -35,23 +43,40 @@ impl ShardReplica {
         store: Store,
         pool: PeerPool,
         timing: RaftTiming,
-        group: GroupId,
-        stream: String,
-        shard_index: u32,
-        limits: ShardLimits,
+        spec: ShardSpec,
     ) -> anyhow::Result<ShardReplica> {
+        let ShardSpec {
+            group,
+            stream,
+            shard_index,
+            limits,
+        } = spec;
         let shared = ShardShared::open(store.clone(), group)?;
         let config = timing.config(&format!("shard-{group}"), SNAPSHOT_EVERY)?;
         let raft = ShardRaft::new(
             node_id,
             config,
-            NetworkFactory { group, pool, records: Some(store.clone()) },
+            NetworkFactory {
+                group,
+                pool,
+                records: Some(store.clone()),
+            },
             LogStore::new(store, group, true),
-            ShardStateMachine { shared: shared.clone() },
+            ShardStateMachine {
+                shared: shared.clone(),
+            },
         )
         .await?;
         let (limits_tx, limits_rx) = watch::channel(limits);
         let writer = writer::spawn(raft.clone(), limits, limits_rx);
-        Ok(ShardReplica { group, stream, shard_index, raft, shared, writer, limits: limits_tx })
+        Ok(ShardReplica {
+            group,
+            stream,
+            shard_index,
+            raft,
+            shared,
+            writer,
+            limits: limits_tx,
+        })
     }
 }

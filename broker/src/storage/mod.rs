@@ -34,7 +34,10 @@ pub enum StorageError {
     #[error("corrupt value in {family} at key {key}: checksum mismatch")]
     Corrupt { family: &'static str, key: String },
     #[error("undecodable value in {family}: {reason}")]
-    Decode { family: &'static str, reason: String },
+    Decode {
+        family: &'static str,
+        reason: String,
+    },
 }
 
 impl From<StorageError> for Error {
@@ -87,7 +90,9 @@ impl Store {
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
-        self.db.cf_handle(name).expect("column family created at open")
+        self.db
+            .cf_handle(name)
+            .expect("column family created at open")
     }
 
     /// Reads a checksummed value.
@@ -106,7 +111,13 @@ impl Store {
         batch.delete_cf(self.cf(family), key);
     }
 
-    pub fn delete_range(&self, batch: &mut WriteBatch, family: &'static str, from: &[u8], to: &[u8]) {
+    pub fn delete_range(
+        &self,
+        batch: &mut WriteBatch,
+        family: &'static str,
+        from: &[u8],
+        to: &[u8],
+    ) {
         batch.delete_range_cf(self.cf(family), from, to);
     }
 
@@ -135,7 +146,11 @@ impl Store {
         ro.set_iterate_upper_bound(to);
         ro.set_prefix_same_as_start(true);
         self.db
-            .iterator_cf_opt(self.cf(family), ro, rocksdb::IteratorMode::From(&from, rocksdb::Direction::Forward))
+            .iterator_cf_opt(
+                self.cf(family),
+                ro,
+                rocksdb::IteratorMode::From(&from, rocksdb::Direction::Forward),
+            )
             .map(move |item| {
                 let (k, v) = item?;
                 let value = unseal(family, &k, &v)?;
@@ -144,7 +159,12 @@ impl Store {
     }
 
     /// The last key in `[from, to)` of one family, if any.
-    pub fn last_key(&self, family: &'static str, from: Vec<u8>, to: Vec<u8>) -> StorageResult<Option<Box<[u8]>>> {
+    pub fn last_key(
+        &self,
+        family: &'static str,
+        from: Vec<u8>,
+        to: Vec<u8>,
+    ) -> StorageResult<Option<Box<[u8]>>> {
         let mut ro = ReadOptions::default();
         ro.set_iterate_lower_bound(from);
         ro.set_iterate_upper_bound(to.clone());
@@ -187,7 +207,8 @@ impl Store {
         }
         self.write_sync(batch)?;
         for family in FAMILIES {
-            self.db.compact_range_cf(self.cf(family), Some(&from), Some(&to));
+            self.db
+                .compact_range_cf(self.cf(family), Some(&from), Some(&to));
         }
         Ok(())
     }
@@ -202,7 +223,10 @@ fn seal(value: &[u8]) -> Vec<u8> {
 }
 
 fn unseal(family: &'static str, key: &[u8], stored: &[u8]) -> StorageResult<Vec<u8>> {
-    let corrupt = || StorageError::Corrupt { family, key: keys::describe(key) };
+    let corrupt = || StorageError::Corrupt {
+        family,
+        key: keys::describe(key),
+    };
     if stored.len() < 4 {
         return Err(corrupt());
     }
@@ -230,7 +254,10 @@ mod tests {
         let mut raw = store.db().get_cf(store.cf(CF_LOG), &key).unwrap().unwrap();
         raw[5] ^= 0x01;
         store.db().put_cf(store.cf(CF_LOG), &key, raw).unwrap();
-        assert!(matches!(store.get(CF_LOG, &key), Err(StorageError::Corrupt { .. })));
+        assert!(matches!(
+            store.get(CF_LOG, &key),
+            Err(StorageError::Corrupt { .. })
+        ));
     }
 
     #[test]
@@ -254,6 +281,12 @@ mod tests {
         assert_eq!(store.scan(CF_LOG, from, to).count(), 0);
         let (from, to) = keys::log_range(3, 0, u64::MAX);
         assert_eq!(store.scan(CF_LOG, from.clone(), to.clone()).count(), 5);
-        assert_eq!(store.last_key(CF_LOG, from, to).unwrap().map(|k| keys::index_of(&k)), Some(4));
+        assert_eq!(
+            store
+                .last_key(CF_LOG, from, to)
+                .unwrap()
+                .map(|k| keys::index_of(&k)),
+            Some(4)
+        );
     }
 }
