@@ -1,0 +1,112 @@
+//! The `freshet` CLI as a user runs it.
+
+use freshet_tests::{bin, Cluster};
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+fn freshet(cluster: &Cluster, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    let mut child = Command::new(bin("freshet"))
+        .args(args)
+        .env("FRESHET_ENDPOINT", cluster.brokers[0].endpoint())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(s) = stdin {
+        input.write_all(s.as_bytes()).unwrap();
+    }
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_lines_then_read_them_back() {
+    let cluster = Cluster::start(3).await;
+    let (ok, _, err) = freshet(
+        &cluster,
+        &[
+            "stream",
+            "create",
+            "cli",
+            "--shards",
+            "2",
+            "--no-limits",
+            "--wait",
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    let lines: String = (0..3000).map(|i| format!("line {i}\n")).collect();
+    let (ok, _, err) = freshet(&cluster, &["put", "cli"], Some(&lines));
+    assert!(ok, "{err}");
+    assert!(err.contains("wrote 3000 records"), "{err}");
+    assert!(err.contains("records/s"), "{err}");
+    let (ok, out, err) = freshet(&cluster, &["read", "cli", "--from", "trim-horizon"], None);
+    assert!(ok, "{err}");
+    let mut got: Vec<&str> = out.lines().collect();
+    got.sort();
+    let mut want: Vec<String> = (0..3000).map(|i| format!("line {i}")).collect();
+    want.sort();
+    assert_eq!(got, want);
+
+    let (ok, out, _) = freshet(
+        &cluster,
+        &["put", "cli", "--partition-key", "user-1", "one record"],
+        None,
+    );
+    assert!(ok);
+    let seq = out.split_whitespace().nth(1).unwrap().to_string();
+    let shard = out.split_whitespace().next().unwrap().to_string();
+    let (ok, out, _) = freshet(
+        &cluster,
+        &[
+            "read",
+            "cli",
+            "--shard",
+            &shard,
+            "--from",
+            &format!("at:{seq}"),
+        ],
+        None,
+    );
+    assert!(ok);
+    assert_eq!(out, "one record\n");
+
+    let (ok, out, _) = freshet(&cluster, &["cluster", "status"], None);
+    assert!(ok);
+    assert!(out.contains("cli/shardId-000000000001"), "{out}");
+    let (ok, out, _) = freshet(&cluster, &["stream", "describe", "cli"], None);
+    assert!(ok && out.contains("ACTIVE"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_say_what_went_wrong() {
+    let cluster = Cluster::start(1).await;
+    let (ok, _, err) = freshet(&cluster, &["stream", "describe", "nope"], None);
+    assert!(!ok);
+    assert!(
+        err.contains(
+            "ResourceNotFoundException: Stream nope under account 000000000000 not found."
+        ),
+        "{err}"
+    );
+    let (ok, _, err) = freshet(&cluster, &["stream", "create", "bad name"], None);
+    assert!(!ok);
+    assert!(err.contains("[a-zA-Z0-9_.-]+"), "{err}");
+    let (ok, _, err) = freshet(&cluster, &["read", "x", "--from", "yesterday"], None);
+    assert!(!ok);
+    assert!(err.contains("trim-horizon, latest"), "{err}");
+    let stopped = Command::new(bin("freshet"))
+        .args(["--endpoint", "http://127.0.0.1:1", "stream", "list"])
+        .output()
+        .unwrap();
+    assert!(!stopped.status.success());
+    assert!(String::from_utf8_lossy(&stopped.stderr).contains("make run"));
+}
