@@ -187,6 +187,53 @@ impl Node {
         }
     }
 
+    /// Waits until this node's metadata includes every change committed before the call
+    /// (a read index from the metadata leader), so "not found" is never a stale answer.
+    pub async fn meta_barrier(&self) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+        let index = loop {
+            let leader = match self
+                .meta
+                .ensure_linearizable(openraft::ReadPolicy::ReadIndex)
+                .await
+            {
+                Ok(read) => break read.log_id().index,
+                Err(e) => e.forward_to_leader().and_then(|f| f.leader_id),
+            };
+            if let Some(addr) = leader
+                .filter(|l| *l != self.id)
+                .and_then(|l| self.addr_of(l))
+            {
+                if let Ok(reply) = self
+                    .pool
+                    .peer(&addr)
+                    .meta_read_index(pb::ClusterStatusRequest {})
+                    .await
+                {
+                    if let Ok(index) = decode::<u64>(&reply.into_inner().body) {
+                        break index;
+                    }
+                }
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(Error::unavailable(
+                    "the metadata group has no leader; is a majority of nodes up?",
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let mut applied = self.meta_view.changes();
+        while *applied.borrow_and_update() < index {
+            if tokio::time::timeout_at(deadline, applied.changed())
+                .await
+                .is_err()
+            {
+                return Err(Error::unavailable("this node's metadata is lagging; retry"));
+            }
+        }
+        Ok(())
+    }
+
     pub fn shard(&self, group: GroupId) -> Option<Arc<ShardReplica>> {
         self.shards
             .read()

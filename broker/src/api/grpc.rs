@@ -27,8 +27,14 @@ impl Api {
         Api { node }
     }
 
-    fn stream(&self, name: &str) -> Result<StreamMeta> {
+    /// The stream's metadata. A stream missing from this node's copy is looked up again
+    /// after catching up with the metadata leader: it may have just been created elsewhere.
+    async fn stream(&self, name: &str) -> Result<StreamMeta> {
         limits::validate_stream_name(name)?;
+        if let Some(s) = self.node.meta_view.read(|m| m.streams.get(name).cloned()) {
+            return Ok(s);
+        }
+        self.node.meta_barrier().await?;
         self.node
             .meta_view
             .read(|m| m.streams.get(name).cloned())
@@ -216,7 +222,7 @@ impl pb::freshet_server::Freshet for Api {
         &self,
         req: Request<pb::DescribeStreamRequest>,
     ) -> Result<Response<pb::StreamDescription>, Status> {
-        let s = self.stream(&req.into_inner().stream_name)?;
+        let s = self.stream(&req.into_inner().stream_name).await?;
         let shards = s
             .shards
             .iter()
@@ -252,6 +258,7 @@ impl pb::freshet_server::Freshet for Api {
         &self,
         _req: Request<pb::ListStreamsRequest>,
     ) -> Result<Response<pb::ListStreamsResponse>, Status> {
+        self.node.meta_barrier().await?;
         let stream_names = self
             .node
             .meta_view
@@ -264,7 +271,7 @@ impl pb::freshet_server::Freshet for Api {
         req: Request<pb::DeleteStreamRequest>,
     ) -> Result<Response<pb::DeleteStreamResponse>, Status> {
         let name = req.into_inner().stream_name;
-        self.stream(&name)?;
+        self.stream(&name).await?;
         self.node
             .meta_write(MetaCommand::DeleteStream { name })
             .await?;
@@ -312,7 +319,7 @@ impl pb::freshet_server::Freshet for Api {
         req: Request<pb::PutRecordsRequest>,
     ) -> Result<Response<pb::PutRecordsResponse>, Status> {
         let r = req.into_inner();
-        let stream = self.stream(&r.stream_name)?;
+        let stream = self.stream(&r.stream_name).await?;
         let total: usize = r
             .records
             .iter()
@@ -392,7 +399,7 @@ impl pb::freshet_server::Freshet for Api {
     ) -> Result<Response<pb::GetShardIteratorResponse>, Status> {
         let hops = hops(&req);
         let r = req.into_inner();
-        let stream = self.stream(&r.stream_name)?;
+        let stream = self.stream(&r.stream_name).await?;
         let shard = shard_of(&stream, &r.shard_id)?;
         let (kind, seq) =
             validate_iterator_args(r.iterator_type, &r.starting_sequence_number, r.timestamp_ms)?;
@@ -432,7 +439,7 @@ impl pb::freshet_server::Freshet for Api {
         limits::validate_get_records_limit(limit)?;
         let secret = self.secret()?;
         let it = ShardIterator::decode(&r.shard_iterator, &secret, crate::now_ms())?;
-        let stream = self.stream(&it.stream)?;
+        let stream = self.stream(&it.stream).await?;
         let shard = stream
             .shard(it.shard_index)
             .filter(|s| s.group_id == it.group_id)
@@ -483,7 +490,7 @@ impl pb::freshet_server::Freshet for Api {
     ) -> Result<Response<EventStream>, Status> {
         let hops = hops(&req);
         let r = req.into_inner();
-        let stream = self.stream(&r.stream_name)?;
+        let stream = self.stream(&r.stream_name).await?;
         let shard = shard_of(&stream, &r.shard_id)?.clone();
         let (kind, seq) =
             validate_iterator_args(r.iterator_type, &r.starting_sequence_number, r.timestamp_ms)?;

@@ -93,4 +93,19 @@ impl pb::peer_server::Peer for PeerService {
             groups: self.node.local_status(),
         }))
     }
+
+    async fn meta_read_index(
+        &self,
+        _req: Request<pb::ClusterStatusRequest>,
+    ) -> Result<Response<pb::PeerWriteReply>, Status> {
+        match self
+            .node
+            .meta
+            .ensure_linearizable(openraft::ReadPolicy::ReadIndex)
+            .await
+        {
+            Ok(read) => body(&read.log_id().index),
+            Err(e) => Err(Status::unavailable(format!("not the metadata leader: {e}"))),
+        }
+    }
 }
