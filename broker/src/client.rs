@@ -23,9 +23,7 @@ impl Client {
     }
 
     pub async fn describe(&self, stream: &str) -> Result<pb::StreamDescription, tonic::Status> {
-        let req = pb::DescribeStreamRequest {
-            stream_name: stream.to_string(),
-        };
+        let req = pb::DescribeStreamRequest { stream_name: stream.to_string() };
         Ok(self.api.clone().describe_stream(req).await?.into_inner())
     }
 
@@ -44,30 +42,18 @@ impl Client {
             starting_sequence_number: sequence,
             timestamp_ms,
         };
-        Ok(self
-            .api
-            .clone()
-            .get_shard_iterator(req)
-            .await?
-            .into_inner()
-            .shard_iterator)
+        Ok(self.api.clone().get_shard_iterator(req).await?.into_inner().shard_iterator)
     }
 
     /// Reads one shard from an iterator until it is caught up (an empty page with
     /// MillisBehindLatest 0) or the shard ends; returns every record in order.
-    pub async fn read_to_end(
-        &self,
-        mut iterator: String,
-    ) -> Result<Vec<pb::Record>, tonic::Status> {
+    pub async fn read_to_end(&self, mut iterator: String) -> Result<Vec<pb::Record>, tonic::Status> {
         let mut out = Vec::new();
         loop {
             let page = self
                 .api
                 .clone()
-                .get_records(pb::GetRecordsRequest {
-                    shard_iterator: iterator.clone(),
-                    limit: Some(10_000),
-                })
+                .get_records(pb::GetRecordsRequest { shard_iterator: iterator.clone(), limit: Some(10_000) })
                 .await?
                 .into_inner();
             let empty = page.records.is_empty();

@@ -83,11 +83,7 @@ pub const ERROR_TYPE_HEADER: &str = "x-freshet-error-type";
 
 impl Error {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error {
-            kind,
-            message: message.into(),
-            already_exists: false,
-        }
+        Error { kind, message: message.into(), already_exists: false }
     }
     pub fn validation(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Validation, message)
@@ -102,10 +98,7 @@ impl Error {
         Self::new(ErrorKind::ResourceInUse, message)
     }
     pub fn already_exists(message: impl Into<String>) -> Self {
-        Error {
-            already_exists: true,
-            ..Self::new(ErrorKind::ResourceInUse, message)
-        }
+        Error { already_exists: true, ..Self::new(ErrorKind::ResourceInUse, message) }
     }
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Unavailable, message)
@@ -114,10 +107,7 @@ impl Error {
         Self::new(ErrorKind::Internal, message)
     }
     pub fn stream_not_found(stream: &str) -> Self {
-        Self::not_found(format!(
-            "Stream {stream} under account {} not found.",
-            crate::ACCOUNT_ID
-        ))
+        Self::not_found(format!("Stream {stream} under account {} not found.", crate::ACCOUNT_ID))
     }
 }
 
@@ -131,11 +121,7 @@ impl std::error::Error for Error {}
 
 impl From<Error> for tonic::Status {
     fn from(e: Error) -> Self {
-        let code = if e.already_exists {
-            tonic::Code::AlreadyExists
-        } else {
-            e.kind.code()
-        };
+        let code = if e.already_exists { tonic::Code::AlreadyExists } else { e.kind.code() };
         let mut status = tonic::Status::new(code, e.message);
         if let Ok(v) = e.kind.kinesis_type().parse() {
             status.metadata_mut().insert(ERROR_TYPE_HEADER, v);

@@ -11,10 +11,7 @@ pub struct HashKeyRange {
 }
 
 impl HashKeyRange {
-    pub const FULL: HashKeyRange = HashKeyRange {
-        start: 0,
-        end: u128::MAX,
-    };
+    pub const FULL: HashKeyRange = HashKeyRange { start: 0, end: u128::MAX };
 
     pub fn contains(&self, key: u128) -> bool {
         self.start <= key && key <= self.end
@@ -26,20 +23,9 @@ impl HashKeyRange {
         assert!(n > 0, "a stream has at least one shard");
         let n = n as u128;
         // floor(2^128 / n) without overflowing: 2^128 = u128::MAX + 1.
-        let h = if n == 1 {
-            0
-        } else {
-            u128::MAX / n + u128::from(u128::MAX % n == n - 1)
-        };
+        let h = if n == 1 { 0 } else { u128::MAX / n + u128::from(u128::MAX % n == n - 1) };
         (0..n)
-            .map(|i| HashKeyRange {
-                start: i * h,
-                end: if i == n - 1 {
-                    u128::MAX
-                } else {
-                    (i + 1) * h - 1
-                },
-            })
+            .map(|i| HashKeyRange { start: i * h, end: if i == n - 1 { u128::MAX } else { (i + 1) * h - 1 } })
             .collect()
     }
 }
@@ -124,10 +110,7 @@ mod tests {
     #[test]
     fn explicit_hash_key_bounds() {
         assert_eq!(parse_explicit_hash_key("0").unwrap(), 0);
-        assert_eq!(
-            parse_explicit_hash_key("340282366920938463463374607431768211455").unwrap(),
-            u128::MAX
-        );
+        assert_eq!(parse_explicit_hash_key("340282366920938463463374607431768211455").unwrap(), u128::MAX);
         let e = parse_explicit_hash_key("340282366920938463463374607431768211456").unwrap_err();
         assert_eq!(e.kind, crate::error::ErrorKind::InvalidArgument);
         assert!(parse_explicit_hash_key("-1").is_err());

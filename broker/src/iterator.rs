@@ -46,9 +46,7 @@ impl ShardIterator {
                 token.len()
             )));
         }
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(token)
-            .map_err(|_| invalid())?;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
         if bytes.len() <= MAC_LEN {
             return Err(invalid());
         }
@@ -96,24 +94,15 @@ mod tests {
     fn round_trip_fits_kinesis_length() {
         let t = sample().encode(b"secret");
         assert!(t.len() <= 512);
-        assert_eq!(
-            ShardIterator::decode(&t, b"secret", 1_000_001).unwrap(),
-            sample()
-        );
-        let long = ShardIterator {
-            stream: "s".repeat(128),
-            ..sample()
-        }
-        .encode(b"k");
+        assert_eq!(ShardIterator::decode(&t, b"secret", 1_000_001).unwrap(), sample());
+        let long = ShardIterator { stream: "s".repeat(128), ..sample() }.encode(b"k");
         assert!(long.len() <= 512, "{}", long.len());
     }
 
     #[test]
     fn tampered_or_foreign_tokens_are_rejected() {
         let t = sample().encode(b"secret");
-        let mut bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(&t)
-            .unwrap();
+        let mut bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&t).unwrap();
         bytes[10] ^= 1;
         let tampered = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&bytes);
         let e = ShardIterator::decode(&tampered, b"secret", 1_000_001).unwrap_err();

@@ -25,16 +25,9 @@ fn violation(value: &str, field: &str, constraint: &str) -> Error {
 
 pub fn validate_stream_name(name: &str) -> Result<()> {
     if name.is_empty() || name.chars().count() > 128 {
-        return Err(violation(
-            name,
-            "streamName",
-            "Member must have length between 1 and 128",
-        ));
+        return Err(violation(name, "streamName", "Member must have length between 1 and 128"));
     }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-    {
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')) {
         return Err(violation(
             name,
             "streamName",
@@ -46,16 +39,14 @@ pub fn validate_stream_name(name: &str) -> Result<()> {
 
 pub fn validate_shard_count(n: u32) -> Result<()> {
     if n == 0 {
-        return Err(violation(
-            "0",
-            "shardCount",
-            "Member must have value greater than or equal to 1",
-        ));
+        return Err(violation("0", "shardCount", "Member must have value greater than or equal to 1"));
     }
     if n > MAX_SHARDS_PER_STREAM {
         return Err(Error::new(
             crate::error::ErrorKind::LimitExceeded,
-            format!("This request would exceed the shard limit of {MAX_SHARDS_PER_STREAM} shards per stream."),
+            format!(
+                "This request would exceed the shard limit of {MAX_SHARDS_PER_STREAM} shards per stream."
+            ),
         ));
     }
     Ok(())
@@ -101,11 +92,7 @@ pub fn validate_partition_key(key: &str) -> Result<()> {
 pub fn validate_data(data: &[u8]) -> Result<()> {
     if data.len() > MAX_RECORD_DATA {
         return Err(violation(
-            &format!(
-                "java.nio.HeapByteBuffer[pos=0 lim={} cap={}]",
-                data.len(),
-                data.len()
-            ),
+            &format!("java.nio.HeapByteBuffer[pos=0 lim={} cap={}]", data.len(), data.len()),
             "data",
             "Member must have length less than or equal to 1048576",
         ));
@@ -131,11 +118,7 @@ pub fn validate_put_records_batch(entries: usize, total_bytes: usize) -> Result<
 
 pub fn validate_get_records_limit(limit: u32) -> Result<()> {
     if !(1..=MAX_GET_RECORDS_LIMIT).contains(&limit) {
-        return Err(violation(
-            &limit.to_string(),
-            "limit",
-            "Member must have value between 1 and 10000",
-        ));
+        return Err(violation(&limit.to_string(), "limit", "Member must have value between 1 and 10000"));
     }
     Ok(())
 }
@@ -190,10 +173,8 @@ impl WriteMeter {
         }
         let dt = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
-        let (max_b, max_r) = (
-            self.limits.write_bytes_per_second as f64,
-            self.limits.write_records_per_second as f64,
-        );
+        let (max_b, max_r) =
+            (self.limits.write_bytes_per_second as f64, self.limits.write_records_per_second as f64);
         self.bytes = (self.bytes + dt * max_b).min(max_b);
         self.records = (self.records + dt * max_r).min(max_r);
         if self.bytes >= size as f64 && self.records >= 1.0 {
@@ -248,10 +229,7 @@ mod tests {
         assert!(validate_replication(3, 3).is_ok());
         assert!(validate_replication(0, 3).is_err());
         assert!(validate_replication(6, 9).is_err());
-        assert!(validate_replication(5, 3)
-            .unwrap_err()
-            .message
-            .contains("add nodes"));
+        assert!(validate_replication(5, 3).unwrap_err().message.contains("add nodes"));
         assert!(validate_shard_count(0).is_err());
         assert!(validate_shard_count(MAX_SHARDS_PER_STREAM + 1).is_err());
     }
@@ -263,10 +241,7 @@ mod tests {
         let admitted = (0..1500).filter(|_| m.admit(10, t0)).count();
         assert_eq!(admitted, 1000);
         assert!(!m.admit(10, t0));
-        assert!(
-            m.admit(10, t0 + Duration::from_millis(10)),
-            "10 ms refills 10 records"
-        );
+        assert!(m.admit(10, t0 + Duration::from_millis(10)), "10 ms refills 10 records");
     }
 
     #[test]
@@ -275,10 +250,7 @@ mod tests {
         let mut m = WriteMeter::new(ShardLimits::default());
         assert!(m.admit(MAX_RECORD_DATA, t0));
         assert!(!m.admit(1, t0), "a full MiB empties the byte bucket");
-        let mut off = WriteMeter::new(ShardLimits {
-            enforce: false,
-            ..Default::default()
-        });
+        let mut off = WriteMeter::new(ShardLimits { enforce: false, ..Default::default() });
         assert!((0..100_000).all(|_| off.admit(MAX_RECORD_DATA, t0)));
     }
 }

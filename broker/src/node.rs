@@ -6,9 +6,7 @@ use crate::meta::{MetaCommand, MetaReply, MetaStateMachine, MetaView, META_GROUP
 use crate::pb;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{NetworkFactory, PeerPool};
-use crate::raft::{
-    decode, encode, Command, GroupId, NodeId, RaftTiming, RecordInput, Reply, TypeConfig,
-};
+use crate::raft::{decode, encode, Command, GroupId, NodeId, RaftTiming, RecordInput, Reply, TypeConfig};
 use crate::shard::writer::{RecordOutcome, WriteRejection, WriteRequest};
 use crate::shard::{ShardReplica, ShardSpec};
 use crate::storage::Store;
@@ -52,6 +50,9 @@ pub struct Node {
     shards: RwLock<HashMap<GroupId, Arc<ShardReplica>>>,
     /// Groups whose first-leader announcement is under way.
     announcing: Mutex<HashSet<GroupId>>,
+    /// Replicas that could not start (for example a checksum mismatch in their log):
+    /// they stay down, are reported by cluster status, and never lead.
+    failed: Mutex<HashMap<GroupId, String>>,
     reconcile_lock: tokio::sync::Mutex<()>,
 }
 
@@ -70,11 +71,7 @@ impl Node {
         let meta = MetaRaft::new(
             config.id,
             config.timing.config("meta", 1_000)?,
-            NetworkFactory {
-                group: META_GROUP,
-                pool: pool.clone(),
-                records: None,
-            },
+            NetworkFactory { group: META_GROUP, pool: pool.clone(), records: None },
             LogStore::new(store.clone(), META_GROUP, false),
             sm,
         )
@@ -88,6 +85,7 @@ impl Node {
             meta_view,
             shards: RwLock::new(HashMap::new()),
             announcing: Mutex::new(HashSet::new()),
+            failed: Mutex::new(HashMap::new()),
             reconcile_lock: tokio::sync::Mutex::new(()),
         });
         tokio::spawn(node.clone().bootstrap());
@@ -102,22 +100,13 @@ impl Node {
 
     /// The lowest-numbered node forms a new cluster; everyone else waits to be contacted.
     async fn bootstrap(self: Arc<Self>) {
-        let first = *self
-            .config
-            .peers
-            .keys()
-            .next()
-            .expect("peers include this node");
+        let first = *self.config.peers.keys().next().expect("peers include this node");
         if first != self.id {
             return;
         }
         if !self.meta.is_initialized().await.unwrap_or(true) {
-            let members: BTreeMap<NodeId, BasicNode> = self
-                .config
-                .peers
-                .iter()
-                .map(|(id, addr)| (*id, BasicNode::new(addr)))
-                .collect();
+            let members: BTreeMap<NodeId, BasicNode> =
+                self.config.peers.iter().map(|(id, addr)| (*id, BasicNode::new(addr))).collect();
             match self.meta.initialize(members).await {
                 Ok(()) => {
                     tracing::info!("formed a new cluster of {} nodes", self.config.peers.len())
@@ -141,24 +130,13 @@ impl Node {
             let leader = match self.meta.client_write(Command::Meta(cmd.clone())).await {
                 Ok(resp) => match resp.data {
                     Reply::Meta(r) => return r,
-                    other => {
-                        return Err(Error::internal(format!(
-                            "unexpected metadata reply {other:?}"
-                        )))
-                    }
+                    other => return Err(Error::internal(format!("unexpected metadata reply {other:?}"))),
                 },
                 Err(e) => e.forward_to_leader().and_then(|f| f.leader_id),
             };
-            if let Some(addr) = leader
-                .filter(|l| *l != self.id)
-                .and_then(|l| self.addr_of(l))
-            {
+            if let Some(addr) = leader.filter(|l| *l != self.id).and_then(|l| self.addr_of(l)) {
                 let body = encode(&cmd).map_err(|e| Error::internal(e.to_string()))?;
-                let req = pb::PeerWrite {
-                    group_id: META_GROUP,
-                    body,
-                    hops: 1,
-                };
+                let req = pb::PeerWrite { group_id: META_GROUP, body, hops: 1 };
                 if let Ok(reply) = self.pool.peer(&addr).meta_write(req).await {
                     let r: Option<Result<MetaReply>> =
                         decode::<Result<MetaReply>>(&reply.into_inner().body).ok();
@@ -192,24 +170,12 @@ impl Node {
     pub async fn meta_barrier(&self) -> Result<()> {
         let deadline = tokio::time::Instant::now() + LEADER_WAIT;
         let index = loop {
-            let leader = match self
-                .meta
-                .ensure_linearizable(openraft::ReadPolicy::ReadIndex)
-                .await
-            {
+            let leader = match self.meta.ensure_linearizable(openraft::ReadPolicy::ReadIndex).await {
                 Ok(read) => break read.log_id().index,
                 Err(e) => e.forward_to_leader().and_then(|f| f.leader_id),
             };
-            if let Some(addr) = leader
-                .filter(|l| *l != self.id)
-                .and_then(|l| self.addr_of(l))
-            {
-                if let Ok(reply) = self
-                    .pool
-                    .peer(&addr)
-                    .meta_read_index(pb::ClusterStatusRequest {})
-                    .await
-                {
+            if let Some(addr) = leader.filter(|l| *l != self.id).and_then(|l| self.addr_of(l)) {
+                if let Ok(reply) = self.pool.peer(&addr).meta_read_index(pb::ClusterStatusRequest {}).await {
                     if let Ok(index) = decode::<u64>(&reply.into_inner().body) {
                         break index;
                     }
@@ -224,10 +190,7 @@ impl Node {
         };
         let mut applied = self.meta_view.changes();
         while *applied.borrow_and_update() < index {
-            if tokio::time::timeout_at(deadline, applied.changed())
-                .await
-                .is_err()
-            {
+            if tokio::time::timeout_at(deadline, applied.changed()).await.is_err() {
                 return Err(Error::unavailable("this node's metadata is lagging; retry"));
             }
         }
@@ -235,20 +198,11 @@ impl Node {
     }
 
     pub fn shard(&self, group: GroupId) -> Option<Arc<ShardReplica>> {
-        self.shards
-            .read()
-            .expect("shards lock")
-            .get(&group)
-            .cloned()
+        self.shards.read().expect("shards lock").get(&group).cloned()
     }
 
     pub fn local_shards(&self) -> Vec<Arc<ShardReplica>> {
-        self.shards
-            .read()
-            .expect("shards lock")
-            .values()
-            .cloned()
-            .collect()
+        self.shards.read().expect("shards lock").values().cloned().collect()
     }
 
     async fn reconcile_loop(self: Arc<Self>) {
@@ -271,14 +225,7 @@ impl Node {
             let desired: Vec<_> = m
                 .shards_on(self.id)
                 .map(|(s, sh)| {
-                    (
-                        sh.group_id,
-                        s.name.clone(),
-                        sh.index,
-                        s.limits,
-                        sh.replicas.clone(),
-                        sh.ready,
-                    )
+                    (sh.group_id, s.name.clone(), sh.index, s.limits, sh.replicas.clone(), sh.ready)
                 })
                 .collect();
             (desired, m.next_group_id)
@@ -287,31 +234,34 @@ impl Node {
         for (group, stream, index, limits, replicas, ready) in desired {
             let replica = match self.shard(group) {
                 Some(r) => {
-                    r.limits
-                        .send_if_modified(|l| std::mem::replace(l, limits) != limits);
+                    r.limits.send_if_modified(|l| std::mem::replace(l, limits) != limits);
                     r
                 }
                 None => {
-                    let r = Arc::new(
-                        ShardReplica::start(
-                            self.id,
-                            self.store.clone(),
-                            self.pool.clone(),
-                            self.config.timing,
-                            ShardSpec {
-                                group,
-                                stream,
-                                shard_index: index,
-                                limits,
-                            },
-                        )
-                        .await?,
-                    );
-                    self.shards
-                        .write()
-                        .expect("shards lock")
-                        .insert(group, r.clone());
-                    r
+                    let spec = ShardSpec { group, stream, shard_index: index, limits };
+                    let started = ShardReplica::start(
+                        self.id,
+                        self.store.clone(),
+                        self.pool.clone(),
+                        self.config.timing,
+                        spec,
+                    )
+                    .await;
+                    match started {
+                        Ok(r) => {
+                            let r = Arc::new(r);
+                            self.failed.lock().expect("lock").remove(&group);
+                            self.shards.write().expect("shards lock").insert(group, r.clone());
+                            r
+                        }
+                        Err(e) => {
+                            let reason = format!("{e:#}");
+                            if self.failed.lock().expect("lock").insert(group, reason.clone()).is_none() {
+                                tracing::error!(group, "shard replica cannot start and stays down: {reason}");
+                            }
+                            continue;
+                        }
+                    }
                 }
             };
             if !ready
@@ -324,19 +274,11 @@ impl Node {
         // Replicas of deleted streams: stop them and reclaim their storage.
         let gone: Vec<Arc<ShardReplica>> = {
             let mut shards = self.shards.write().expect("shards lock");
-            let ids: Vec<GroupId> = shards
-                .keys()
-                .copied()
-                .filter(|g| !wanted.contains(g))
-                .collect();
+            let ids: Vec<GroupId> = shards.keys().copied().filter(|g| !wanted.contains(g)).collect();
             ids.into_iter().filter_map(|g| shards.remove(&g)).collect()
         };
         for r in gone {
-            tracing::info!(
-                group = r.group,
-                "stream deleted: removing shard replica {}",
-                r.shard_index
-            );
+            tracing::info!(group = r.group, "stream deleted: removing shard replica {}", r.shard_index);
             let _ = r.raft.shutdown().await;
         }
         let store = self.store.clone();
@@ -369,10 +311,7 @@ impl Node {
             .wait(Some(Duration::from_secs(60)))
             .metrics(|m| m.current_leader.is_some(), "first leader")
             .await;
-        while let Err(e) = self
-            .meta_write(MetaCommand::ShardReady { group_id: group })
-            .await
-        {
+        while let Err(e) = self.meta_write(MetaCommand::ShardReady { group_id: group }).await {
             tracing::debug!(group, "announcing shard leader: {e}");
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
@@ -396,10 +335,7 @@ impl Node {
                         .ok_or_else(|| Error::unavailable("no replica of this shard is known"));
                 }
             };
-            if let Some(addr) = leader
-                .filter(|l| *l != self.id)
-                .and_then(|l| self.addr_of(l))
-            {
+            if let Some(addr) = leader.filter(|l| *l != self.id).and_then(|l| self.addr_of(l)) {
                 return Ok(Target::Remote(addr));
             }
             if tokio::time::Instant::now() > deadline {
@@ -424,10 +360,7 @@ impl Node {
             let leader_hint = match self.shard(group) {
                 Some(local) => {
                     let (tx, rx) = oneshot::channel();
-                    let req = WriteRequest {
-                        records: records.clone(),
-                        reply: tx,
-                    };
+                    let req = WriteRequest { records: records.clone(), reply: tx };
                     if local.writer.send(req).await.is_err() {
                         return Err(Error::unavailable("shard replica is shutting down; retry"));
                     }
@@ -440,19 +373,12 @@ impl Node {
                 }
                 None => replicas.iter().copied().find(|r| *r != self.id),
             };
-            if let Some(addr) = leader_hint
-                .filter(|l| *l != self.id)
-                .and_then(|l| self.addr_of(l))
-            {
+            if let Some(addr) = leader_hint.filter(|l| *l != self.id).and_then(|l| self.addr_of(l)) {
                 if hops >= MAX_HOPS {
                     return Err(Error::unavailable("shard leadership is moving; retry"));
                 }
                 let body = encode(&records).map_err(|e| Error::internal(e.to_string()))?;
-                let req = pb::PeerWrite {
-                    group_id: group,
-                    body,
-                    hops: hops + 1,
-                };
+                let req = pb::PeerWrite { group_id: group, body, hops: hops + 1 };
                 match self.pool.peer(&addr).shard_write(req).await {
                     Ok(reply) => {
                         return decode::<Result<Vec<RecordOutcome>>>(&reply.into_inner().body)
@@ -460,16 +386,16 @@ impl Node {
                     }
                     // Retried only when the request provably never left: a connection that
                     // broke mid-call may have written, and only the producer may retry that.
-                    Err(s)
-                        if s.code() == tonic::Code::Unavailable
-                            && s.message().contains("connect") =>
-                    {
+                    Err(s) if s.code() == tonic::Code::Unavailable && s.message().contains("connect") => {
                         tracing::debug!(group, "leader {addr} unreachable: {}", s.message())
                     }
                     Err(s) => {
                         let mut e: Error = s.into();
                         if e.kind == ErrorKind::Unavailable {
-                            e.message = format!("lost contact with the shard leader; the outcome is unknown, retry: {}", e.message);
+                            e.message = format!(
+                                "lost contact with the shard leader; the outcome is unknown, retry: {}",
+                                e.message
+                            );
                         }
                         return Err(e);
                     }
@@ -494,9 +420,8 @@ impl Node {
                 if !replica.raft.is_leader() {
                     continue;
                 }
-                let Some(hours) = self
-                    .meta_view
-                    .read(|m| m.streams.get(&replica.stream).map(|s| s.retention_hours))
+                let Some(hours) =
+                    self.meta_view.read(|m| m.streams.get(&replica.stream).map(|s| s.retention_hours))
                 else {
                     continue;
                 };
@@ -510,16 +435,8 @@ impl Node {
                     }
                 };
                 if below > state.first_index {
-                    tracing::info!(
-                        group = replica.group,
-                        "retention: trimming entries below {below}"
-                    );
-                    if replica
-                        .raft
-                        .client_write(Command::Trim { below_index: below })
-                        .await
-                        .is_ok()
-                    {
+                    tracing::info!(group = replica.group, "retention: trimming entries below {below}");
+                    if replica.raft.client_write(Command::Trim { below_index: below }).await.is_ok() {
                         let _ = replica.raft.trigger().snapshot().await;
                     }
                 }
@@ -530,39 +447,45 @@ impl Node {
     /// This node's view of every group it holds a replica of.
     pub fn local_status(&self) -> Vec<pb::GroupStatus> {
         let mut out = Vec::new();
-        let mut push = |group: GroupId,
-                        stream: String,
-                        shard_id: String,
-                        m: openraft::RaftMetrics<TypeConfig>| {
+        let mut push =
+            |group: GroupId, stream: String, shard_id: String, m: openraft::RaftMetrics<TypeConfig>| {
+                out.push(pb::GroupStatus {
+                    stream_name: stream,
+                    shard_id,
+                    group_id: group,
+                    leader: m.current_leader,
+                    replicas: vec![pb::ReplicaStatus {
+                        node: self.id,
+                        state: format!("{:?}", m.state),
+                        applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
+                        committed_index: m.local_committed.map(|l| l.index).unwrap_or(0),
+                        last_log_index: m.last_log_index.unwrap_or(0),
+                        term: m.current_term,
+                    }],
+                });
+            };
+        push(META_GROUP, String::new(), String::new(), self.meta.metrics().borrow_watched().clone());
+        for r in self.local_shards() {
+            let m = r.raft.metrics().borrow_watched().clone();
+            push(r.group, r.stream.clone(), crate::meta::shard_id(r.shard_index), m);
+        }
+        let failed = self.failed.lock().expect("lock").clone();
+        for (group, reason) in failed {
+            let (stream, shard_id) = self
+                .meta_view
+                .read(|m| m.shard_by_group(group).map(|(s, sh)| (s.name.clone(), sh.shard_id())))
+                .unwrap_or_default();
             out.push(pb::GroupStatus {
                 stream_name: stream,
                 shard_id,
                 group_id: group,
-                leader: m.current_leader,
+                leader: None,
                 replicas: vec![pb::ReplicaStatus {
                     node: self.id,
-                    state: format!("{:?}", m.state),
-                    applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
-                    committed_index: m.local_committed.map(|l| l.index).unwrap_or(0),
-                    last_log_index: m.last_log_index.unwrap_or(0),
-                    term: m.current_term,
+                    state: format!("Failed: {reason}"),
+                    ..Default::default()
                 }],
             });
-        };
-        push(
-            META_GROUP,
-            String::new(),
-            String::new(),
-            self.meta.metrics().borrow_watched().clone(),
-        );
-        for r in self.local_shards() {
-            let m = r.raft.metrics().borrow_watched().clone();
-            push(
-                r.group,
-                r.stream.clone(),
-                crate::meta::shard_id(r.shard_index),
-                m,
-            );
         }
         out
     }

@@ -22,24 +22,14 @@ pub fn plan<'a>(
     for (pos, (record, explicit)) in records.into_iter().enumerate() {
         let key = route_key(&record.partition_key, explicit.as_deref())?;
         let shard = stream.shard_for(key).ok_or_else(|| {
-            crate::error::Error::internal(format!(
-                "no open shard of {} owns hash key {key}",
-                stream.name
-            ))
+            crate::error::Error::internal(format!("no open shard of {} owns hash key {key}", stream.name))
         })?;
-        match batches
-            .iter_mut()
-            .find(|b| b.shard.group_id == shard.group_id)
-        {
+        match batches.iter_mut().find(|b| b.shard.group_id == shard.group_id) {
             Some(b) => {
                 b.positions.push(pos);
                 b.records.push(record);
             }
-            None => batches.push(ShardBatch {
-                shard,
-                positions: vec![pos],
-                records: vec![record],
-            }),
+            None => batches.push(ShardBatch { shard, positions: vec![pos], records: vec![record] }),
         }
     }
     Ok(batches)
@@ -76,13 +66,7 @@ mod tests {
     }
 
     fn rec(key: &str) -> (RecordInput, Option<String>) {
-        (
-            RecordInput {
-                partition_key: key.into(),
-                data: key.as_bytes().to_vec(),
-            },
-            None,
-        )
+        (RecordInput { partition_key: key.into(), data: key.as_bytes().to_vec() }, None)
     }
 
     #[test]
@@ -97,10 +81,7 @@ mod tests {
                 assert!(b.shard.range.contains(hash_partition_key(&r.partition_key)));
                 seen += 1;
             }
-            assert!(
-                b.positions.windows(2).all(|w| w[0] < w[1]),
-                "request order kept"
-            );
+            assert!(b.positions.windows(2).all(|w| w[0] < w[1]), "request order kept");
         }
         assert_eq!(seen, 200);
         assert_eq!(batches.len(), 4, "200 keys hit all 4 shards");
@@ -109,30 +90,12 @@ mod tests {
     #[test]
     fn explicit_hash_key_overrides_md5() {
         let s = stream(4);
-        let last = (
-            RecordInput {
-                partition_key: "a".into(),
-                data: vec![],
-            },
-            Some(u128::MAX.to_string()),
-        );
-        let first = (
-            RecordInput {
-                partition_key: "a".into(),
-                data: vec![],
-            },
-            Some("0".to_string()),
-        );
+        let last = (RecordInput { partition_key: "a".into(), data: vec![] }, Some(u128::MAX.to_string()));
+        let first = (RecordInput { partition_key: "a".into(), data: vec![] }, Some("0".to_string()));
         let b = plan(&s, vec![last, first]).unwrap();
         assert_eq!(b[0].shard.index, 3);
         assert_eq!(b[1].shard.index, 0);
-        let bad = (
-            RecordInput {
-                partition_key: "a".into(),
-                data: vec![],
-            },
-            Some("x".to_string()),
-        );
+        let bad = (RecordInput { partition_key: "a".into(), data: vec![] }, Some("x".to_string()));
         assert!(plan(&s, vec![bad]).is_err());
     }
 }

@@ -19,40 +19,24 @@ pub struct SequenceNumber {
 impl SequenceNumber {
     pub fn new(epoch: u32, log_index: u64, position: u16) -> Self {
         assert!(log_index < (1 << 48), "log index beyond 2^48");
-        SequenceNumber {
-            epoch,
-            log_index,
-            position,
-        }
+        SequenceNumber { epoch, log_index, position }
     }
 
     fn packed(self) -> u128 {
-        (u128::from(self.epoch) << 96)
-            | (u128::from(self.log_index) << 16)
-            | u128::from(self.position)
+        (u128::from(self.epoch) << 96) | (u128::from(self.log_index) << 16) | u128::from(self.position)
     }
 
     /// The number that sorts right after this one (the next possible record).
     pub fn successor(self) -> SequenceNumber {
         match self.position.checked_add(1) {
-            Some(p) => SequenceNumber {
-                position: p,
-                ..self
-            },
-            None => SequenceNumber {
-                log_index: self.log_index + 1,
-                position: 0,
-                ..self
-            },
+            Some(p) => SequenceNumber { position: p, ..self },
+            None => SequenceNumber { log_index: self.log_index + 1, position: 0, ..self },
         }
     }
 
     pub fn parse(s: &str) -> Result<Self> {
-        let bad = || {
-            Error::invalid(format!(
-                "Invalid SequenceNumber {s}: it does not belong to a Freshet shard."
-            ))
-        };
+        let bad =
+            || Error::invalid(format!("Invalid SequenceNumber {s}: it does not belong to a Freshet shard."));
         if s.len() != 56 || !s.starts_with('1') || !s.bytes().all(|b| b.is_ascii_digit()) {
             return Err(bad());
         }
@@ -61,11 +45,7 @@ impl SequenceNumber {
         if (packed >> 16) & ((1u128 << 80) - 1) >= 1 << 48 {
             return Err(bad());
         }
-        Ok(SequenceNumber {
-            epoch: (packed >> 96) as u32,
-            log_index,
-            position: (packed & 0xffff) as u16,
-        })
+        Ok(SequenceNumber { epoch: (packed >> 96) as u32, log_index, position: (packed & 0xffff) as u16 })
     }
 }
 
@@ -110,14 +90,8 @@ mod tests {
 
     #[test]
     fn successor_carries_into_next_entry() {
-        assert_eq!(
-            SequenceNumber::new(0, 5, 1).successor(),
-            SequenceNumber::new(0, 5, 2)
-        );
-        assert_eq!(
-            SequenceNumber::new(0, 5, u16::MAX).successor(),
-            SequenceNumber::new(0, 6, 0)
-        );
+        assert_eq!(SequenceNumber::new(0, 5, 1).successor(), SequenceNumber::new(0, 5, 2));
+        assert_eq!(SequenceNumber::new(0, 5, u16::MAX).successor(), SequenceNumber::new(0, 6, 0));
     }
 
     #[test]

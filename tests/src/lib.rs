@@ -21,10 +21,7 @@ pub fn bin_dir() -> PathBuf {
     }
     // target/<profile>/deps/<test> -> target/<profile>
     let exe = std::env::current_exe().expect("test executable path");
-    exe.parent()
-        .and_then(|p| p.parent())
-        .expect("target/<profile>")
-        .to_path_buf()
+    exe.parent().and_then(|p| p.parent()).expect("target/<profile>").to_path_buf()
 }
 
 pub fn bin(name: &str) -> PathBuf {
@@ -38,11 +35,7 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind an ephemeral port")
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().unwrap().port()
 }
 
 pub struct Broker {
@@ -58,6 +51,9 @@ impl Broker {
     }
     pub fn is_running(&self) -> bool {
         self.child.is_some()
+    }
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
     }
 }
 
@@ -77,11 +73,7 @@ impl Cluster {
     pub async fn start_with(n: u64, env: &[(&str, &str)]) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let ports: BTreeMap<u64, u16> = (1..=n).map(|id| (id, free_port())).collect();
-        let peers = ports
-            .iter()
-            .map(|(id, p)| format!("{id}=127.0.0.1:{p}"))
-            .collect::<Vec<_>>()
-            .join(",");
+        let peers = ports.iter().map(|(id, p)| format!("{id}=127.0.0.1:{p}")).collect::<Vec<_>>().join(",");
         let brokers = ports
             .iter()
             .map(|(id, port)| Broker {
@@ -95,10 +87,7 @@ impl Cluster {
             dir,
             brokers,
             peers,
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         };
         for id in 1..=n {
             c.start_node(id);
@@ -108,10 +97,7 @@ impl Cluster {
     }
 
     fn broker(&mut self, id: u64) -> &mut Broker {
-        self.brokers
-            .iter_mut()
-            .find(|b| b.id == id)
-            .expect("node id")
+        self.brokers.iter_mut().find(|b| b.id == id).expect("node id")
     }
 
     pub fn start_node(&mut self, id: u64) {
@@ -120,20 +106,9 @@ impl Cluster {
         let log_path = self.dir.path().join(format!("node{id}.log"));
         let b = self.broker(id);
         assert!(b.child.is_none(), "node {id} already running");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .expect("log file");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).expect("log file");
         let child = Command::new(bin("freshet-broker"))
-            .args([
-                "--id",
-                &id.to_string(),
-                "--listen",
-                &b.addr,
-                "--peers",
-                &peers,
-            ])
+            .args(["--id", &id.to_string(), "--listen", &b.addr, "--peers", &peers])
             .arg("--data-dir")
             .arg(&b.data)
             .envs(env)
@@ -183,11 +158,7 @@ impl Cluster {
 
     /// A client for some running node.
     pub fn any_client(&self) -> Client {
-        let b = self
-            .brokers
-            .iter()
-            .find(|b| b.is_running())
-            .expect("a running node");
+        let b = self.brokers.iter().find(|b| b.is_running()).expect("a running node");
         Client::new(&b.endpoint()).expect("client")
     }
 
@@ -195,42 +166,44 @@ impl Cluster {
         std::fs::read_to_string(self.dir.path().join(format!("node{id}.log"))).unwrap_or_default()
     }
 
+    /// The last lines of every node's log, for failure messages.
+    pub fn log_tails(&self) -> String {
+        self.brokers
+            .iter()
+            .map(|b| {
+                let log = self.log(b.id);
+                let lines: Vec<&str> = log.lines().collect();
+                format!(
+                    "--- node {} log (last 15 lines)\n{}",
+                    b.id,
+                    lines[lines.len().saturating_sub(15)..].join("\n")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// Waits until every running node answers and the metadata group has a leader.
     pub async fn wait_ready(&self) {
         let start = Instant::now();
         loop {
-            if let Ok(s) = self
-                .any_client()
-                .api
-                .clone()
-                .cluster_status(pb::ClusterStatusRequest {})
-                .await
-            {
+            if let Ok(s) = self.any_client().api.clone().cluster_status(pb::ClusterStatusRequest {}).await {
                 let s = s.into_inner();
-                let running: Vec<u64> = self
-                    .brokers
-                    .iter()
-                    .filter(|b| b.is_running())
-                    .map(|b| b.id)
-                    .collect();
-                let up = s
-                    .nodes
-                    .iter()
-                    .filter(|n| n.reachable && running.contains(&n.id))
-                    .count();
-                let meta = s
-                    .groups
-                    .iter()
-                    .find(|g| g.group_id == 0)
-                    .and_then(|g| g.leader);
+                let running: Vec<u64> =
+                    self.brokers.iter().filter(|b| b.is_running()).map(|b| b.id).collect();
+                let up = s.nodes.iter().filter(|n| n.reachable && running.contains(&n.id)).count();
+                let meta = s.groups.iter().find(|g| g.group_id == 0).and_then(|g| g.leader);
                 if up == running.len() && meta.is_some() {
                     return;
                 }
             }
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "cluster not ready within 60 s"
-            );
+            if start.elapsed() > Duration::from_secs(60) {
+                panic!(
+                    "cluster not ready within 60 s
+{}",
+                    self.log_tails()
+                );
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -239,27 +212,14 @@ impl Cluster {
     pub async fn wait_leaders(&self, stream: &str) -> BTreeMap<String, u64> {
         let start = Instant::now();
         loop {
-            if let Ok(s) = self
-                .any_client()
-                .api
-                .clone()
-                .cluster_status(pb::ClusterStatusRequest {})
-                .await
-            {
-                let groups: Vec<_> = s
-                    .into_inner()
-                    .groups
-                    .into_iter()
-                    .filter(|g| g.stream_name == stream)
-                    .collect();
+            if let Ok(s) = self.any_client().api.clone().cluster_status(pb::ClusterStatusRequest {}).await {
+                let groups: Vec<_> =
+                    s.into_inner().groups.into_iter().filter(|g| g.stream_name == stream).collect();
                 let leaders: BTreeMap<String, u64> = groups
                     .iter()
                     .filter_map(|g| {
                         let leader = g.leader?;
-                        let leader_says = g
-                            .replicas
-                            .iter()
-                            .any(|r| r.node == leader && r.state == "Leader");
+                        let leader_says = g.replicas.iter().any(|r| r.node == leader && r.state == "Leader");
                         leader_says.then(|| (g.shard_id.clone(), leader))
                     })
                     .collect();
@@ -267,10 +227,13 @@ impl Cluster {
                     return leaders;
                 }
             }
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "shards of {stream} without a leader after 60 s"
-            );
+            if start.elapsed() > Duration::from_secs(60) {
+                panic!(
+                    "shards of {stream} without a leader after 60 s
+{}",
+                    self.log_tails()
+                );
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -290,18 +253,8 @@ impl Cluster {
             .await
             .expect("create stream");
         let start = Instant::now();
-        while self
-            .any_client()
-            .describe(name)
-            .await
-            .expect("describe")
-            .status
-            != "ACTIVE"
-        {
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "{name} not ACTIVE after 60 s"
-            );
+        while self.any_client().describe(name).await.expect("describe").status != "ACTIVE" {
+            assert!(start.elapsed() < Duration::from_secs(60), "{name} not ACTIVE after 60 s");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -309,17 +262,11 @@ impl Cluster {
 
 /// No write limits: tests that count records must not be throttled.
 pub fn unlimited() -> Option<pb::ShardLimits> {
-    Some(pb::ShardLimits {
-        enforce: false,
-        write_bytes_per_second: 0,
-        write_records_per_second: 0,
-    })
+    Some(pb::ShardLimits { enforce: false, write_bytes_per_second: 0, write_records_per_second: 0 })
 }
 
 fn unsafe_sigterm(pid: u32) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
+    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
 }
 
 impl Drop for Cluster {
@@ -338,19 +285,10 @@ pub async fn read_all(client: &Client, stream: &str) -> BTreeMap<String, Vec<pb:
     let mut out = BTreeMap::new();
     for shard in client.describe(stream).await.expect("describe").shards {
         let it = client
-            .shard_iterator(
-                stream,
-                &shard.shard_id,
-                pb::IteratorType::TrimHorizon,
-                None,
-                None,
-            )
+            .shard_iterator(stream, &shard.shard_id, pb::IteratorType::TrimHorizon, None, None)
             .await
             .expect("iterator");
-        out.insert(
-            shard.shard_id.clone(),
-            client.read_to_end(it).await.expect("read shard"),
-        );
+        out.insert(shard.shard_id.clone(), client.read_to_end(it).await.expect("read shard"));
     }
     out
 }
@@ -468,28 +406,15 @@ pub mod workload {
             for r in records {
                 let text = String::from_utf8(r.data.clone()).expect("utf-8 data");
                 let (key, n) = text.rsplit_once(':').expect("key:n");
-                assert_eq!(
-                    key, r.partition_key,
-                    "partition key travels with the record"
-                );
-                per_key
-                    .entry(key.to_string())
-                    .or_default()
-                    .push(n.parse().unwrap());
-                seen.entry(text.clone())
-                    .or_default()
-                    .push((shard.clone(), r.sequence_number.clone()));
+                assert_eq!(key, r.partition_key, "partition key travels with the record");
+                per_key.entry(key.to_string()).or_default().push(n.parse().unwrap());
+                seen.entry(text.clone()).or_default().push((shard.clone(), r.sequence_number.clone()));
             }
         }
         for a in acks.iter() {
             let d = data(&a.key, a.n);
             let copies = seen.get(&d).map(|v| v.as_slice()).unwrap_or(&[]);
-            assert!(
-                !copies.is_empty(),
-                "acknowledged record {d} ({} {}) was lost",
-                a.shard,
-                a.seq
-            );
+            assert!(!copies.is_empty(), "acknowledged record {d} ({} {}) was lost", a.shard, a.seq);
             assert!(
                 copies.contains(&(a.shard.clone(), a.seq.clone())),
                 "acknowledged record {d} is not at its acknowledged position {} {}: found {copies:?}",
@@ -512,10 +437,7 @@ pub mod workload {
                     firsts.push(*n);
                 }
             }
-            assert!(
-                firsts.windows(2).all(|w| w[0] < w[1]),
-                "records of key {key} out of order: {ns:?}"
-            );
+            assert!(firsts.windows(2).all(|w| w[0] < w[1]), "records of key {key} out of order: {ns:?}");
         }
     }
 }

@@ -17,18 +17,11 @@ fn put(stream: &str, key: &str, data: &[u8]) -> pb::PutRecordRequest {
 }
 
 fn entry(key: &str, data: Vec<u8>) -> pb::PutRecordsEntry {
-    pb::PutRecordsEntry {
-        partition_key: key.into(),
-        data,
-        explicit_hash_key: None,
-    }
+    pb::PutRecordsEntry { partition_key: key.into(), data, explicit_hash_key: None }
 }
 
 fn error_type(s: &tonic::Status) -> &str {
-    s.metadata()
-        .get("x-freshet-error-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
+    s.metadata().get("x-freshet-error-type").and_then(|v| v.to_str().ok()).unwrap_or("")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -45,11 +38,7 @@ async fn stream_lifecycle_and_kinesis_hash_ranges() {
     .await
     .unwrap();
     let d = cluster.client(3).describe("clicks").await.unwrap();
-    assert!(
-        d.status == "CREATING" || d.status == "ACTIVE",
-        "{}",
-        d.status
-    );
+    assert!(d.status == "CREATING" || d.status == "ACTIVE", "{}", d.status);
     cluster.create_stream("other", 1, None).await; // waits for ACTIVE
     let start = std::time::Instant::now();
     while cluster.client(1).describe("clicks").await.unwrap().status != "ACTIVE" {
@@ -67,36 +56,20 @@ async fn stream_lifecycle_and_kinesis_hash_ranges() {
         assert_eq!(s.replicas.len(), 3);
         assert!(s.ending_sequence_number.is_none());
     }
-    let names = api
-        .list_streams(pb::ListStreamsRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .stream_names;
+    let names = api.list_streams(pb::ListStreamsRequest {}).await.unwrap().into_inner().stream_names;
     assert_eq!(names, vec!["clicks".to_string(), "other".to_string()]);
 
     // Writes and reads through different nodes.
-    let r = api
-        .put_record(put("clicks", "user-1", b"hello"))
-        .await
-        .unwrap()
-        .into_inner();
+    let r = api.put_record(put("clicks", "user-1", b"hello")).await.unwrap().into_inner();
     let read = read_all(&cluster.client(3), "clicks").await;
     assert_eq!(read[&r.shard_id].len(), 1);
     assert_eq!(read[&r.shard_id][0].sequence_number, r.sequence_number);
     assert_eq!(read[&r.shard_id][0].data, b"hello");
 
-    api.delete_stream(pb::DeleteStreamRequest {
-        stream_name: "clicks".into(),
-    })
-    .await
-    .unwrap();
+    api.delete_stream(pb::DeleteStreamRequest { stream_name: "clicks".into() }).await.unwrap();
     let e = cluster.client(1).describe("clicks").await.unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
-    assert_eq!(
-        e.message(),
-        "Stream clicks under account 000000000000 not found."
-    );
+    assert_eq!(e.message(), "Stream clicks under account 000000000000 not found.");
     // A new stream of the same name starts empty.
     cluster.create_stream("clicks", 1, None).await;
     let read = read_all(&cluster.client(1), "clicks").await;
@@ -110,69 +83,35 @@ async fn deleting_a_stream_reclaims_its_storage() {
     cluster.create_stream("drop", 2, unlimited()).await;
     let mut api = cluster.client(1).api.clone();
     for i in 0..200 {
-        api.put_record(put("drop", &format!("k{i}"), &[7u8; 1000]))
-            .await
-            .unwrap();
+        api.put_record(put("drop", &format!("k{i}"), &[7u8; 1000])).await.unwrap();
     }
-    let status = api
-        .cluster_status(pb::ClusterStatusRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    let dropped: Vec<u64> = status
-        .groups
-        .iter()
-        .filter(|g| g.stream_name == "drop")
-        .map(|g| g.group_id)
-        .collect();
+    let status = api.cluster_status(pb::ClusterStatusRequest {}).await.unwrap().into_inner();
+    let dropped: Vec<u64> =
+        status.groups.iter().filter(|g| g.stream_name == "drop").map(|g| g.group_id).collect();
     assert_eq!(dropped.len(), 2);
-    api.delete_stream(pb::DeleteStreamRequest {
-        stream_name: "drop".into(),
-    })
-    .await
-    .unwrap();
+    api.delete_stream(pb::DeleteStreamRequest { stream_name: "drop".into() }).await.unwrap();
     // Wait until no node runs a replica of the deleted stream any more.
     let start = std::time::Instant::now();
     loop {
-        let s = api
-            .cluster_status(pb::ClusterStatusRequest {})
-            .await
-            .unwrap()
-            .into_inner();
+        let s = api.cluster_status(pb::ClusterStatusRequest {}).await.unwrap().into_inner();
         if s.groups.iter().all(|g| g.stream_name != "drop") {
             break;
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "replicas of a deleted stream still running"
-        );
+        assert!(start.elapsed() < Duration::from_secs(20), "replicas of a deleted stream still running");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     // Inspect node 2's RocksDB directly: nothing of the deleted shards is left.
     cluster.stop(2);
-    let store = freshet_tests::freshet_broker::storage::Store::open(
-        &cluster.brokers[1].data.join("rocksdb"),
-    )
-    .unwrap();
+    let store = freshet_tests::freshet_broker::storage::Store::open(&cluster.brokers[1].data.join("rocksdb"))
+        .unwrap();
     let groups = store.groups_on_disk().unwrap();
     for g in &dropped {
-        assert!(
-            !groups.contains(g),
-            "group {g} of the deleted stream still on disk: {groups:?}"
-        );
+        assert!(!groups.contains(g), "group {g} of the deleted stream still on disk: {groups:?}");
     }
-    let (from, to) =
-        freshet_tests::freshet_broker::storage::keys::log_range(dropped[0], 0, u64::MAX);
-    assert_eq!(
-        store.scan("log", from, to).count(),
-        0,
-        "log entries of a deleted shard remain"
-    );
-    assert!(
-        groups.len() >= 2,
-        "the metadata group and the kept stream remain: {groups:?}"
-    );
+    let (from, to) = freshet_tests::freshet_broker::storage::keys::log_range(dropped[0], 0, u64::MAX);
+    assert_eq!(store.scan("log", from, to).count(), 0, "log entries of a deleted shard remain");
+    assert!(groups.len() >= 2, "the metadata group and the kept stream remain: {groups:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -189,21 +128,14 @@ async fn every_iterator_type_starts_where_kinesis_says() {
             midpoint_ms = freshet_tests::freshet_broker::now_ms();
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let r = api
-            .put_record(put("s", "k", format!("r{i}").as_bytes()))
-            .await
-            .unwrap()
-            .into_inner();
+        let r = api.put_record(put("s", "k", format!("r{i}").as_bytes())).await.unwrap().into_inner();
         seqs.push(r.sequence_number);
     }
     let shard = "shardId-000000000000";
     let read = |kind, seq: Option<String>, ts: Option<i64>| {
         let client = client.clone();
         async move {
-            let it = client
-                .shard_iterator("s", shard, kind, seq, ts)
-                .await
-                .unwrap();
+            let it = client.shard_iterator("s", shard, kind, seq, ts).await.unwrap();
             client
                 .read_to_end(it)
                 .await
@@ -215,57 +147,27 @@ async fn every_iterator_type_starts_where_kinesis_says() {
     };
     let all: Vec<String> = (0..10).map(|i| format!("r{i}")).collect();
     assert_eq!(read(IteratorType::TrimHorizon, None, None).await, all);
+    assert_eq!(read(IteratorType::AtSequenceNumber, Some(seqs[3].clone()), None).await, all[3..]);
+    assert_eq!(read(IteratorType::AfterSequenceNumber, Some(seqs[3].clone()), None).await, all[4..]);
     assert_eq!(
-        read(IteratorType::AtSequenceNumber, Some(seqs[3].clone()), None).await,
-        all[3..]
-    );
-    assert_eq!(
-        read(
-            IteratorType::AfterSequenceNumber,
-            Some(seqs[3].clone()),
-            None
-        )
-        .await,
-        all[4..]
-    );
-    assert_eq!(
-        read(
-            IteratorType::AfterSequenceNumber,
-            Some(seqs[9].clone()),
-            None
-        )
-        .await,
+        read(IteratorType::AfterSequenceNumber, Some(seqs[9].clone()), None).await,
         Vec::<String>::new()
     );
-    assert_eq!(
-        read(IteratorType::AtTimestamp, None, Some(midpoint_ms)).await,
-        all[5..]
-    );
+    assert_eq!(read(IteratorType::AtTimestamp, None, Some(midpoint_ms)).await, all[5..]);
     assert_eq!(read(IteratorType::AtTimestamp, None, Some(0)).await, all);
 
     // LATEST sees only what comes after it; the page says when it is caught up.
-    let latest = client
-        .shard_iterator("s", shard, IteratorType::Latest, None, None)
-        .await
-        .unwrap();
+    let latest = client.shard_iterator("s", shard, IteratorType::Latest, None, None).await.unwrap();
     let page = api
-        .get_records(pb::GetRecordsRequest {
-            shard_iterator: latest.clone(),
-            limit: None,
-        })
+        .get_records(pb::GetRecordsRequest { shard_iterator: latest.clone(), limit: None })
         .await
         .unwrap()
         .into_inner();
     assert!(page.records.is_empty());
     assert_eq!(page.millis_behind_latest, 0);
-    api.put_record(put("s", "k", b"after-latest"))
-        .await
-        .unwrap();
+    api.put_record(put("s", "k", b"after-latest")).await.unwrap();
     let page = api
-        .get_records(pb::GetRecordsRequest {
-            shard_iterator: latest,
-            limit: None,
-        })
+        .get_records(pb::GetRecordsRequest { shard_iterator: latest, limit: None })
         .await
         .unwrap()
         .into_inner();
@@ -274,24 +176,15 @@ async fn every_iterator_type_starts_where_kinesis_says() {
     assert!(page.records[0].approximate_arrival_timestamp_ms >= midpoint_ms);
 
     // Limit pages through the shard without skipping or repeating.
-    let it = client
-        .shard_iterator("s", shard, IteratorType::TrimHorizon, None, None)
-        .await
-        .unwrap();
+    let it = client.shard_iterator("s", shard, IteratorType::TrimHorizon, None, None).await.unwrap();
     let page = api
-        .get_records(pb::GetRecordsRequest {
-            shard_iterator: it,
-            limit: Some(4),
-        })
+        .get_records(pb::GetRecordsRequest { shard_iterator: it, limit: Some(4) })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(page.records.len(), 4);
     assert!(page.millis_behind_latest > 0 || page.records[3].sequence_number == seqs[3]);
-    let rest = client
-        .read_to_end(page.next_shard_iterator.unwrap())
-        .await
-        .unwrap();
+    let rest = client.read_to_end(page.next_shard_iterator.unwrap()).await.unwrap();
     assert_eq!(rest.len(), 7);
     assert_eq!(rest[0].sequence_number, seqs[4]);
 }
@@ -337,10 +230,7 @@ async fn subscribe_pushes_records_as_they_commit() {
             .expect("pushed in time")
             .unwrap()
             .unwrap();
-        assert_eq!(
-            event.continuation_sequence_number,
-            event.records.last().unwrap().sequence_number
-        );
+        assert_eq!(event.continuation_sequence_number, event.records.last().unwrap().sequence_number);
         got.extend(event.records.into_iter().map(|r| r.sequence_number));
     }
     assert_eq!(got, sent);
@@ -354,14 +244,9 @@ async fn shard_write_limits_throttle_per_record() {
     let mut ok = 0;
     let mut throttled = 0;
     for _ in 0..4 {
-        let records = (0..500)
-            .map(|i| entry(&format!("k{i}"), vec![1u8; 10]))
-            .collect();
+        let records = (0..500).map(|i| entry(&format!("k{i}"), vec![1u8; 10])).collect();
         let resp = api
-            .put_records(pb::PutRecordsRequest {
-                stream_name: "limited".into(),
-                records,
-            })
+            .put_records(pb::PutRecordsRequest { stream_name: "limited".into(), records })
             .await
             .unwrap()
             .into_inner();
@@ -379,10 +264,7 @@ async fn shard_write_limits_throttle_per_record() {
         }
         assert_eq!(
             resp.failed_record_count as usize,
-            resp.records
-                .iter()
-                .filter(|r| !r.error_code.is_empty())
-                .count()
+            resp.records.iter().filter(|r| !r.error_code.is_empty()).count()
         );
     }
     assert!(
@@ -391,11 +273,7 @@ async fn shard_write_limits_throttle_per_record() {
     );
     assert!(ok >= 1000, "a full second of capacity is admitted ({ok})");
     let read = read_all(&cluster.client(2), "limited").await;
-    assert_eq!(
-        read["shardId-000000000000"].len(),
-        ok,
-        "exactly the admitted records were written"
-    );
+    assert_eq!(read["shardId-000000000000"].len(), ok, "exactly the admitted records were written");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -403,46 +281,25 @@ async fn records_past_retention_disappear() {
     // One retention hour lasts 100 ms here, so the minimum 24 h retention is 2.4 s.
     let cluster = Cluster::start_with(
         3,
-        &[
-            ("FRESHET_RETENTION_HOUR_MS", "100"),
-            ("FRESHET_RETENTION_CHECK_SECS", "1"),
-        ],
+        &[("FRESHET_RETENTION_HOUR_MS", "100"), ("FRESHET_RETENTION_CHECK_SECS", "1")],
     )
     .await;
     cluster.create_stream("short", 1, unlimited()).await;
     let client = cluster.client(1);
     let mut api = client.api.clone();
     for i in 0..100 {
-        api.put_record(put("short", &format!("k{i}"), b"old"))
-            .await
-            .unwrap();
+        api.put_record(put("short", &format!("k{i}"), b"old")).await.unwrap();
     }
     let early = client
-        .shard_iterator(
-            "short",
-            "shardId-000000000000",
-            IteratorType::TrimHorizon,
-            None,
-            None,
-        )
+        .shard_iterator("short", "shardId-000000000000", IteratorType::TrimHorizon, None, None)
         .await
         .unwrap();
-    assert_eq!(
-        read_all(&client, "short").await["shardId-000000000000"].len(),
-        100
-    );
+    assert_eq!(read_all(&client, "short").await["shardId-000000000000"].len(), 100);
     tokio::time::sleep(Duration::from_millis(4000)).await;
     api.put_record(put("short", "k", b"new")).await.unwrap();
     let after = read_all(&client, "short").await;
-    let data: Vec<&[u8]> = after["shardId-000000000000"]
-        .iter()
-        .map(|r| r.data.as_slice())
-        .collect();
-    assert_eq!(
-        data,
-        vec![b"new".as_slice()],
-        "only the record within retention is readable"
-    );
+    let data: Vec<&[u8]> = after["shardId-000000000000"].iter().map(|r| r.data.as_slice()).collect();
+    assert_eq!(data, vec![b"new".as_slice()], "only the record within retention is readable");
     // An iterator taken before expiry does not bring expired records back either.
     let page = client.read_to_end(early).await.unwrap();
     assert_eq!(page.len(), 1);
@@ -461,76 +318,37 @@ async fn bad_input_gets_kinesis_errors_and_changes_nothing() {
     let client = cluster.client(1);
     let mut api = client.api.clone();
     for i in 0..20 {
-        api.put_record(put("good", &format!("k{i}"), b"x"))
-            .await
-            .unwrap();
+        api.put_record(put("good", &format!("k{i}"), b"x")).await.unwrap();
     }
     let before = read_all(&client, "good").await;
 
-    let create = |name: &str, shards: u32, retention: Option<u32>, rf: Option<u32>| {
-        pb::CreateStreamRequest {
-            stream_name: name.into(),
-            shard_count: shards,
-            retention_hours: retention,
-            replication_factor: rf,
-            limits: None,
-        }
+    let create = |name: &str, shards: u32, retention: Option<u32>, rf: Option<u32>| pb::CreateStreamRequest {
+        stream_name: name.into(),
+        shard_count: shards,
+        retention_hours: retention,
+        replication_factor: rf,
+        limits: None,
     };
     let cases: Vec<(pb::CreateStreamRequest, Code, &str, &str)> = vec![
-        (
-            create("bad name", 1, None, None),
-            Code::InvalidArgument,
-            "ValidationException",
-            "[a-zA-Z0-9_.-]+",
-        ),
+        (create("bad name", 1, None, None), Code::InvalidArgument, "ValidationException", "[a-zA-Z0-9_.-]+"),
         (
             create(&"a".repeat(129), 1, None, None),
             Code::InvalidArgument,
             "ValidationException",
             "length between 1 and 128",
         ),
-        (
-            create("", 1, None, None),
-            Code::InvalidArgument,
-            "ValidationException",
-            "streamName",
-        ),
-        (
-            create("s", 0, None, None),
-            Code::InvalidArgument,
-            "ValidationException",
-            "shardCount",
-        ),
+        (create("", 1, None, None), Code::InvalidArgument, "ValidationException", "streamName"),
+        (create("s", 0, None, None), Code::InvalidArgument, "ValidationException", "shardCount"),
         (
             create("s", 1_000_000, None, None),
             Code::ResourceExhausted,
             "LimitExceededException",
             "shard limit",
         ),
-        (
-            create("s", 1, Some(23), None),
-            Code::InvalidArgument,
-            "InvalidArgumentException",
-            "24 hours",
-        ),
-        (
-            create("s", 1, Some(8761), None),
-            Code::InvalidArgument,
-            "InvalidArgumentException",
-            "8760 hours",
-        ),
-        (
-            create("s", 1, None, Some(0)),
-            Code::InvalidArgument,
-            "ValidationException",
-            "replicationFactor",
-        ),
-        (
-            create("s", 1, None, Some(4)),
-            Code::InvalidArgument,
-            "InvalidArgumentException",
-            "add nodes",
-        ),
+        (create("s", 1, Some(23), None), Code::InvalidArgument, "InvalidArgumentException", "24 hours"),
+        (create("s", 1, Some(8761), None), Code::InvalidArgument, "InvalidArgumentException", "8760 hours"),
+        (create("s", 1, None, Some(0)), Code::InvalidArgument, "ValidationException", "replicationFactor"),
+        (create("s", 1, None, Some(4)), Code::InvalidArgument, "InvalidArgumentException", "add nodes"),
         (
             create("good", 1, None, None),
             Code::AlreadyExists,
@@ -540,39 +358,22 @@ async fn bad_input_gets_kinesis_errors_and_changes_nothing() {
     ];
     for (req, code, kind, text) in cases {
         let e = api.create_stream(req.clone()).await.unwrap_err();
-        assert_eq!(
-            (e.code(), error_type(&e)),
-            (code, kind),
-            "{req:?}: {}",
-            e.message()
-        );
+        assert_eq!((e.code(), error_type(&e)), (code, kind), "{req:?}: {}", e.message());
         assert!(e.message().contains(text), "{req:?}: {}", e.message());
     }
 
     let e = api.put_record(put("missing", "k", b"x")).await.unwrap_err();
-    assert_eq!(
-        (e.code(), error_type(&e)),
-        (Code::NotFound, "ResourceNotFoundException")
-    );
-    assert_eq!(
-        e.message(),
-        "Stream missing under account 000000000000 not found."
-    );
+    assert_eq!((e.code(), error_type(&e)), (Code::NotFound, "ResourceNotFoundException"));
+    assert_eq!(e.message(), "Stream missing under account 000000000000 not found.");
     let e = api.put_record(put("good", "", b"x")).await.unwrap_err();
     assert!(
         e.message().contains("partitionKey") && e.message().contains("between 1 and 256"),
         "{}",
         e.message()
     );
-    let e = api
-        .put_record(put("good", &"k".repeat(257), b"x"))
-        .await
-        .unwrap_err();
+    let e = api.put_record(put("good", &"k".repeat(257), b"x")).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
-    let e = api
-        .put_record(put("good", "k", &vec![0u8; 1024 * 1024 + 1]))
-        .await
-        .unwrap_err();
+    let e = api.put_record(put("good", "k", &vec![0u8; 1024 * 1024 + 1])).await.unwrap_err();
     assert!(e.message().contains("1048576"), "{}", e.message());
     let mut bad_hash = put("good", "k", b"x");
     bad_hash.explicit_hash_key = Some("340282366920938463463374607431768211456".into());
@@ -580,25 +381,17 @@ async fn bad_input_gets_kinesis_errors_and_changes_nothing() {
     assert_eq!(error_type(&e), "InvalidArgumentException");
     assert!(e.message().contains("ExplicitHashKey"), "{}", e.message());
 
-    let batch = |records: Vec<pb::PutRecordsEntry>| pb::PutRecordsRequest {
-        stream_name: "good".into(),
-        records,
-    };
+    let batch =
+        |records: Vec<pb::PutRecordsEntry>| pb::PutRecordsRequest { stream_name: "good".into(), records };
     let e = api.put_records(batch(vec![])).await.unwrap_err();
     assert!(e.message().contains("500"), "{}", e.message());
     let e = api
-        .put_records(batch(
-            (0..501).map(|i| entry(&format!("k{i}"), vec![1])).collect(),
-        ))
+        .put_records(batch((0..501).map(|i| entry(&format!("k{i}"), vec![1])).collect()))
         .await
         .unwrap_err();
     assert!(e.message().contains("500"), "{}", e.message());
     let e = api
-        .put_records(batch(
-            (0..11)
-                .map(|i| entry(&format!("k{i}"), vec![1; 1024 * 1024]))
-                .collect(),
-        ))
+        .put_records(batch((0..11).map(|i| entry(&format!("k{i}"), vec![1; 1024 * 1024])).collect()))
         .await
         .unwrap_err();
     assert!(e.message().contains("10 MB"), "{}", e.message());
@@ -608,24 +401,17 @@ async fn bad_input_gets_kinesis_errors_and_changes_nothing() {
     let e = api.put_records(batch(mixed)).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
 
-    let iterator =
-        |shard: &str, kind: i32, seq: Option<&str>, ts: Option<i64>| pb::GetShardIteratorRequest {
-            stream_name: "good".into(),
-            shard_id: shard.into(),
-            iterator_type: kind,
-            starting_sequence_number: seq.map(String::from),
-            timestamp_ms: ts,
-        };
+    let iterator = |shard: &str, kind: i32, seq: Option<&str>, ts: Option<i64>| pb::GetShardIteratorRequest {
+        stream_name: "good".into(),
+        shard_id: shard.into(),
+        iterator_type: kind,
+        starting_sequence_number: seq.map(String::from),
+        timestamp_ms: ts,
+    };
     let s0 = "shardId-000000000000";
-    let e = api
-        .get_shard_iterator(iterator("shard-x", 0, None, None))
-        .await
-        .unwrap_err();
+    let e = api.get_shard_iterator(iterator("shard-x", 0, None, None)).await.unwrap_err();
     assert_eq!(error_type(&e), "ValidationException");
-    let e = api
-        .get_shard_iterator(iterator("shardId-000000000009", 0, None, None))
-        .await
-        .unwrap_err();
+    let e = api.get_shard_iterator(iterator("shardId-000000000009", 0, None, None)).await.unwrap_err();
     assert_eq!(
         (e.code(), e.message()),
         (
@@ -633,80 +419,38 @@ async fn bad_input_gets_kinesis_errors_and_changes_nothing() {
             "Shard shardId-000000000009 in stream good under account 000000000000 does not exist"
         )
     );
-    let e = api
-        .get_shard_iterator(iterator(s0, 2, None, None))
-        .await
-        .unwrap_err();
-    assert!(
-        e.message().contains("StartingSequenceNumber"),
-        "{}",
-        e.message()
-    );
-    let e = api
-        .get_shard_iterator(iterator(s0, 2, Some("12345"), None))
-        .await
-        .unwrap_err();
+    let e = api.get_shard_iterator(iterator(s0, 2, None, None)).await.unwrap_err();
+    assert!(e.message().contains("StartingSequenceNumber"), "{}", e.message());
+    let e = api.get_shard_iterator(iterator(s0, 2, Some("12345"), None)).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
-    let e = api
-        .get_shard_iterator(iterator(s0, 4, None, None))
-        .await
-        .unwrap_err();
+    let e = api.get_shard_iterator(iterator(s0, 4, None, None)).await.unwrap_err();
     assert!(e.message().contains("timestamp"), "{}", e.message());
-    let e = api
-        .get_shard_iterator(iterator(s0, 99, None, None))
-        .await
-        .unwrap_err();
+    let e = api.get_shard_iterator(iterator(s0, 99, None, None)).await.unwrap_err();
     assert!(e.message().contains("shardIteratorType"), "{}", e.message());
 
-    let good_it = client
-        .shard_iterator("good", s0, IteratorType::TrimHorizon, None, None)
-        .await
-        .unwrap();
+    let good_it = client.shard_iterator("good", s0, IteratorType::TrimHorizon, None, None).await.unwrap();
     let mut tampered = good_it.clone().into_bytes();
     let i = tampered.len() / 2;
     tampered[i] = if tampered[i] == b'A' { b'B' } else { b'A' };
-    for token in [
-        String::from_utf8(tampered).unwrap(),
-        "garbage".into(),
-        "x".repeat(600),
-    ] {
-        let e = api
-            .get_records(pb::GetRecordsRequest {
-                shard_iterator: token,
-                limit: None,
-            })
-            .await
-            .unwrap_err();
+    for token in [String::from_utf8(tampered).unwrap(), "garbage".into(), "x".repeat(600)] {
+        let e =
+            api.get_records(pb::GetRecordsRequest { shard_iterator: token, limit: None }).await.unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
     }
     for limit in [0, 10_001] {
         let e = api
-            .get_records(pb::GetRecordsRequest {
-                shard_iterator: good_it.clone(),
-                limit: Some(limit),
-            })
+            .get_records(pb::GetRecordsRequest { shard_iterator: good_it.clone(), limit: Some(limit) })
             .await
             .unwrap_err();
         assert!(e.message().contains("limit"), "{}", e.message());
     }
 
     // Nothing changed: same streams, same records, and the stream still takes writes.
-    let names = api
-        .list_streams(pb::ListStreamsRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .stream_names;
+    let names = api.list_streams(pb::ListStreamsRequest {}).await.unwrap().into_inner().stream_names;
     assert_eq!(names, vec!["good".to_string()]);
     assert_eq!(read_all(&cluster.client(3), "good").await, before);
-    api.put_record(put("good", "k", b"still-works"))
-        .await
-        .unwrap();
+    api.put_record(put("good", "k", b"still-works")).await.unwrap();
     for b in &cluster.brokers {
-        assert!(
-            !cluster.log(b.id).contains("panicked"),
-            "node {} panicked",
-            b.id
-        );
+        assert!(!cluster.log(b.id).contains("panicked"), "node {} panicked", b.id);
     }
 }

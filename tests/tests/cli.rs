@@ -29,19 +29,8 @@ fn freshet(cluster: &Cluster, args: &[&str], stdin: Option<&str>) -> (bool, Stri
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn put_lines_then_read_them_back() {
     let cluster = Cluster::start(3).await;
-    let (ok, _, err) = freshet(
-        &cluster,
-        &[
-            "stream",
-            "create",
-            "cli",
-            "--shards",
-            "2",
-            "--no-limits",
-            "--wait",
-        ],
-        None,
-    );
+    let (ok, _, err) =
+        freshet(&cluster, &["stream", "create", "cli", "--shards", "2", "--no-limits", "--wait"], None);
     assert!(ok, "{err}");
     let lines: String = (0..3000).map(|i| format!("line {i}\n")).collect();
     let (ok, _, err) = freshet(&cluster, &["put", "cli"], Some(&lines));
@@ -56,26 +45,12 @@ async fn put_lines_then_read_them_back() {
     want.sort();
     assert_eq!(got, want);
 
-    let (ok, out, _) = freshet(
-        &cluster,
-        &["put", "cli", "--partition-key", "user-1", "one record"],
-        None,
-    );
+    let (ok, out, _) = freshet(&cluster, &["put", "cli", "--partition-key", "user-1", "one record"], None);
     assert!(ok);
     let seq = out.split_whitespace().nth(1).unwrap().to_string();
     let shard = out.split_whitespace().next().unwrap().to_string();
-    let (ok, out, _) = freshet(
-        &cluster,
-        &[
-            "read",
-            "cli",
-            "--shard",
-            &shard,
-            "--from",
-            &format!("at:{seq}"),
-        ],
-        None,
-    );
+    let (ok, out, _) =
+        freshet(&cluster, &["read", "cli", "--shard", &shard, "--from", &format!("at:{seq}")], None);
     assert!(ok);
     assert_eq!(out, "one record\n");
 
@@ -92,9 +67,7 @@ async fn errors_say_what_went_wrong() {
     let (ok, _, err) = freshet(&cluster, &["stream", "describe", "nope"], None);
     assert!(!ok);
     assert!(
-        err.contains(
-            "ResourceNotFoundException: Stream nope under account 000000000000 not found."
-        ),
+        err.contains("ResourceNotFoundException: Stream nope under account 000000000000 not found."),
         "{err}"
     );
     let (ok, _, err) = freshet(&cluster, &["stream", "create", "bad name"], None);

@@ -32,12 +32,9 @@ async fn acknowledged_records_survive_each_shard_leader_being_killed() {
         .collect();
 
     // Kill each shard's leader in turn with SIGKILL, then bring it back.
-    for shard in [
-        "shardId-000000000000",
-        "shardId-000000000001",
-        "shardId-000000000002",
-        "shardId-000000000003",
-    ] {
+    for shard in
+        ["shardId-000000000000", "shardId-000000000001", "shardId-000000000002", "shardId-000000000003"]
+    {
         tokio::time::sleep(Duration::from_millis(700)).await;
         let leaders = cluster.wait_leaders("orders").await;
         let victim = leaders[shard];
@@ -111,15 +108,7 @@ async fn acknowledged_records_survive_sigkill_of_every_node() {
 
     // And the restarted cluster takes writes again.
     let more = Arc::new(Ledger::default());
-    produce(
-        endpoints(&cluster),
-        "orders".into(),
-        9,
-        10,
-        200,
-        more.clone(),
-    )
-    .await;
+    produce(endpoints(&cluster), "orders".into(), 9, 10, 200, more.clone()).await;
     assert_eq!(more.acked.load(Ordering::Relaxed), 200);
 }
 
@@ -129,15 +118,7 @@ async fn a_node_down_during_writes_catches_up_and_can_lead() {
     cluster.create_stream("orders", 1, unlimited()).await;
     cluster.kill(3);
     let ledger = Arc::new(Ledger::default());
-    produce(
-        endpoints(&cluster)[..2].to_vec(),
-        "orders".into(),
-        0,
-        20,
-        2_000,
-        ledger.clone(),
-    )
-    .await;
+    produce(endpoints(&cluster)[..2].to_vec(), "orders".into(), 0, 20, 2_000, ledger.clone()).await;
     cluster.start_node(3);
     cluster.wait_ready().await;
 
@@ -159,19 +140,8 @@ async fn a_node_down_during_writes_catches_up_and_can_lead() {
         cluster.wait_ready().await;
     }
     // Node 3, now leading, serves everything written while it was down, and more.
-    produce(
-        endpoints(&cluster),
-        "orders".into(),
-        1,
-        20,
-        400,
-        ledger.clone(),
-    )
-    .await;
+    produce(endpoints(&cluster), "orders".into(), 1, 20, 400, ledger.clone()).await;
     let read = read_all(&cluster.client(3), "orders").await;
     verify(&ledger, &read);
-    assert_eq!(
-        read["shardId-000000000000"].len(),
-        ledger.acked.load(Ordering::Relaxed)
-    );
+    assert_eq!(read["shardId-000000000000"].len(), ledger.acked.load(Ordering::Relaxed));
 }

@@ -44,9 +44,7 @@ impl Api {
     fn secret(&self) -> Result<Vec<u8>> {
         let s = self.node.meta_view.read(|m| m.secret.clone());
         if s.is_empty() {
-            return Err(Error::unavailable(
-                "cluster metadata is not initialised yet; retry shortly",
-            ));
+            return Err(Error::unavailable("cluster metadata is not initialised yet; retry shortly"));
         }
         Ok(s)
     }
@@ -68,11 +66,7 @@ fn shard_of<'a>(stream: &'a StreamMeta, shard_id: &str) -> Result<&'a ShardMeta>
 }
 
 fn hops<T>(req: &Request<T>) -> u32 {
-    req.metadata()
-        .get(HOPS)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    req.metadata().get(HOPS).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
 /// Forwards a request to another node's public API, counting hops against loops.
@@ -81,8 +75,7 @@ fn forwarded<T>(msg: T, hops: u32) -> Result<Request<T>> {
         return Err(Error::unavailable("shard leadership is moving; retry"));
     }
     let mut req = Request::new(msg);
-    req.metadata_mut()
-        .insert(HOPS, (hops + 1).to_string().parse().expect("digits"));
+    req.metadata_mut().insert(HOPS, (hops + 1).to_string().parse().expect("digits"));
     Ok(req)
 }
 
@@ -130,10 +123,7 @@ fn start_position(
             if kind == IteratorType::AfterSequenceNumber {
                 s = s.successor();
             }
-            Position {
-                log_index: s.log_index,
-                position: s.position,
-            }
+            Position { log_index: s.log_index, position: s.position }
         }
     })
 }
@@ -259,10 +249,7 @@ impl pb::freshet_server::Freshet for Api {
         _req: Request<pb::ListStreamsRequest>,
     ) -> Result<Response<pb::ListStreamsResponse>, Status> {
         self.node.meta_barrier().await?;
-        let stream_names = self
-            .node
-            .meta_view
-            .read(|m| m.streams.keys().cloned().collect());
+        let stream_names = self.node.meta_view.read(|m| m.streams.keys().cloned().collect());
         Ok(Response::new(pb::ListStreamsResponse { stream_names }))
     }
 
@@ -272,9 +259,7 @@ impl pb::freshet_server::Freshet for Api {
     ) -> Result<Response<pb::DeleteStreamResponse>, Status> {
         let name = req.into_inner().stream_name;
         self.stream(&name).await?;
-        self.node
-            .meta_write(MetaCommand::DeleteStream { name })
-            .await?;
+        self.node.meta_write(MetaCommand::DeleteStream { name }).await?;
         Ok(Response::new(pb::DeleteStreamResponse {}))
     }
 
@@ -295,11 +280,7 @@ impl pb::freshet_server::Freshet for Api {
             }))
             .await?
             .into_inner();
-        let result = out
-            .records
-            .into_iter()
-            .next()
-            .ok_or_else(|| Status::internal("no result"))?;
+        let result = out.records.into_iter().next().ok_or_else(|| Status::internal("no result"))?;
         if result.error_code.is_empty() {
             return Ok(Response::new(pb::PutRecordResponse {
                 shard_id: result.shard_id,
@@ -320,11 +301,7 @@ impl pb::freshet_server::Freshet for Api {
     ) -> Result<Response<pb::PutRecordsResponse>, Status> {
         let r = req.into_inner();
         let stream = self.stream(&r.stream_name).await?;
-        let total: usize = r
-            .records
-            .iter()
-            .map(|e| e.data.len() + e.partition_key.len())
-            .sum();
+        let total: usize = r.records.iter().map(|e| e.data.len() + e.partition_key.len()).sum();
         limits::validate_put_records_batch(r.records.len(), total)?;
         // Validate everything first: a batch with one bad record is rejected whole.
         for e in &r.records {
@@ -338,23 +315,13 @@ impl pb::freshet_server::Freshet for Api {
         let inputs = r
             .records
             .into_iter()
-            .map(|e| {
-                (
-                    RecordInput {
-                        partition_key: e.partition_key,
-                        data: e.data,
-                    },
-                    e.explicit_hash_key,
-                )
-            })
+            .map(|e| (RecordInput { partition_key: e.partition_key, data: e.data }, e.explicit_hash_key))
             .collect();
         let batches = crate::router::plan(&stream, inputs)?;
         let writes = batches.into_iter().map(|b| {
             let node = self.node.clone();
             async move {
-                let outcome = node
-                    .shard_write(b.shard.group_id, &b.shard.replicas, b.records, 0)
-                    .await;
+                let outcome = node.shard_write(b.shard.group_id, &b.shard.replicas, b.records, 0).await;
                 (b.shard, b.positions, outcome)
             }
         });
@@ -364,19 +331,14 @@ impl pb::freshet_server::Freshet for Api {
             for (i, pos) in positions.into_iter().enumerate() {
                 let slot = &mut results[pos];
                 match outcome.as_ref().map(|o| &o[i]) {
-                    Ok(RecordOutcome::Written {
-                        log_index,
-                        position,
-                    }) => {
+                    Ok(RecordOutcome::Written { log_index, position }) => {
                         slot.shard_id = shard.shard_id();
                         slot.sequence_number =
                             SequenceNumber::new(shard.epoch, *log_index, *position).to_string();
                     }
                     Ok(RecordOutcome::Throttled) => {
                         failed += 1;
-                        slot.error_code = ErrorKind::ProvisionedThroughputExceeded
-                            .kinesis_type()
-                            .into();
+                        slot.error_code = ErrorKind::ProvisionedThroughputExceeded.kinesis_type().into();
                         slot.error_message = throttled(shard, &stream.name).message;
                     }
                     Ok(RecordOutcome::Failed(e)) | Err(e) => {
@@ -387,10 +349,7 @@ impl pb::freshet_server::Freshet for Api {
                 }
             }
         }
-        Ok(Response::new(pb::PutRecordsResponse {
-            failed_record_count: failed,
-            records: results,
-        }))
+        Ok(Response::new(pb::PutRecordsResponse { failed_record_count: failed, records: results }))
     }
 
     async fn get_shard_iterator(
@@ -404,11 +363,7 @@ impl pb::freshet_server::Freshet for Api {
         let (kind, seq) =
             validate_iterator_args(r.iterator_type, &r.starting_sequence_number, r.timestamp_ms)?;
         let secret = self.secret()?;
-        let replica = match self
-            .node
-            .leader_target(shard.group_id, &shard.replicas)
-            .await?
-        {
+        let replica = match self.node.leader_target(shard.group_id, &shard.replicas).await? {
             Target::Local(replica) => replica,
             Target::Remote(addr) => {
                 let fwd = forwarded(r, hops)?;
@@ -424,9 +379,7 @@ impl pb::freshet_server::Freshet for Api {
             position: pos.position,
             issued_ms: crate::now_ms(),
         };
-        Ok(Response::new(pb::GetShardIteratorResponse {
-            shard_iterator: it.encode(&secret),
-        }))
+        Ok(Response::new(pb::GetShardIteratorResponse { shard_iterator: it.encode(&secret) }))
     }
 
     async fn get_records(
@@ -444,11 +397,7 @@ impl pb::freshet_server::Freshet for Api {
             .shard(it.shard_index)
             .filter(|s| s.group_id == it.group_id)
             .ok_or_else(|| Error::invalid("Invalid ShardIterator."))?;
-        let replica = match self
-            .node
-            .leader_target(shard.group_id, &shard.replicas)
-            .await?
-        {
+        let replica = match self.node.leader_target(shard.group_id, &shard.replicas).await? {
             Target::Local(replica) => replica,
             Target::Remote(addr) => {
                 let fwd = forwarded(r, hops)?;
@@ -460,10 +409,7 @@ impl pb::freshet_server::Freshet for Api {
             max_bytes: limits::MAX_GET_RECORDS_BYTES,
             expired_before_ms: self.expired_before(&stream),
         };
-        let from = Position {
-            log_index: it.log_index,
-            position: it.position,
-        };
+        let from = Position { log_index: it.log_index, position: it.position };
         let shared = replica.shared.clone();
         let epoch = shard.epoch;
         let page: Page = tokio::task::spawn_blocking(move || shared.read(epoch, from, &limits))
@@ -484,10 +430,7 @@ impl pb::freshet_server::Freshet for Api {
 
     type SubscribeStream = EventStream;
 
-    async fn subscribe(
-        &self,
-        req: Request<pb::SubscribeRequest>,
-    ) -> Result<Response<EventStream>, Status> {
+    async fn subscribe(&self, req: Request<pb::SubscribeRequest>) -> Result<Response<EventStream>, Status> {
         let hops = hops(&req);
         let r = req.into_inner();
         let stream = self.stream(&r.stream_name).await?;
@@ -499,11 +442,7 @@ impl pb::freshet_server::Freshet for Api {
         let replica = match self.node.shard(shard.group_id) {
             Some(replica) => replica,
             None => {
-                let addr = match self
-                    .node
-                    .leader_target(shard.group_id, &shard.replicas)
-                    .await?
-                {
+                let addr = match self.node.leader_target(shard.group_id, &shard.replicas).await? {
                     Target::Remote(addr) => addr,
                     Target::Local(_) => unreachable!("no local replica"),
                 };
@@ -522,32 +461,25 @@ impl pb::freshet_server::Freshet for Api {
                 let limits = ReadLimits {
                     max_records: 10_000,
                     max_bytes: limits::MAX_GET_RECORDS_BYTES,
-                    expired_before_ms: crate::now_ms()
-                        - i64::from(retention_hours) * retention_hour_ms,
+                    expired_before_ms: crate::now_ms() - i64::from(retention_hours) * retention_hour_ms,
                 };
                 let shared = replica.shared.clone();
                 let epoch = shard.epoch;
-                let page =
-                    match tokio::task::spawn_blocking(move || shared.read(epoch, pos, &limits))
-                        .await
-                    {
-                        Ok(Ok(p)) => p,
-                        Ok(Err(e)) => {
-                            let _ = tx.send(Err(e.into())).await;
-                            return;
-                        }
-                        Err(e) => {
-                            let _ = tx.send(Err(Status::internal(e.to_string()))).await;
-                            return;
-                        }
-                    };
+                let page = match tokio::task::spawn_blocking(move || shared.read(epoch, pos, &limits)).await {
+                    Ok(Ok(p)) => p,
+                    Ok(Err(e)) => {
+                        let _ = tx.send(Err(e.into())).await;
+                        return;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::internal(e.to_string()))).await;
+                        return;
+                    }
+                };
                 let caught_up = page.millis_behind_latest == 0 && page.records.is_empty();
                 if !page.records.is_empty() {
-                    let continuation = page
-                        .records
-                        .last()
-                        .map(|r| r.sequence_number.to_string())
-                        .unwrap_or_default();
+                    let continuation =
+                        page.records.last().map(|r| r.sequence_number.to_string()).unwrap_or_default();
                     let event = pb::SubscribeEvent {
                         records: page.records.into_iter().map(to_pb).collect(),
                         continuation_sequence_number: continuation,
@@ -566,9 +498,7 @@ impl pb::freshet_server::Freshet for Api {
                 }
             }
         });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
 
     async fn cluster_status(
@@ -579,10 +509,9 @@ impl pb::freshet_server::Freshet for Api {
         let mut groups: std::collections::BTreeMap<u64, pb::GroupStatus> = Default::default();
         let mut merge = |list: Vec<pb::GroupStatus>| {
             for g in list {
-                let entry = groups.entry(g.group_id).or_insert_with(|| pb::GroupStatus {
-                    replicas: vec![],
-                    ..g.clone()
-                });
+                let entry = groups
+                    .entry(g.group_id)
+                    .or_insert_with(|| pb::GroupStatus { replicas: vec![], ..g.clone() });
                 // The leader's own view wins; otherwise any replica's.
                 let claims_lead = g.replicas.first().is_some_and(|r| r.state == "Leader");
                 if claims_lead || entry.leader.is_none() {
@@ -602,11 +531,7 @@ impl pb::freshet_server::Freshet for Api {
                     _ => None,
                 }
             };
-            nodes.push(pb::NodeStatus {
-                id: *id,
-                address: addr.clone(),
-                reachable: status.is_some(),
-            });
+            nodes.push(pb::NodeStatus { id: *id, address: addr.clone(), reachable: status.is_some() });
             if let Some(s) = status {
                 merge(s);
             }
@@ -614,9 +539,6 @@ impl pb::freshet_server::Freshet for Api {
         for g in groups.values_mut() {
             g.replicas.sort_by_key(|r| r.node);
         }
-        Ok(Response::new(pb::ClusterStatusResponse {
-            nodes,
-            groups: groups.into_values().collect(),
-        }))
+        Ok(Response::new(pb::ClusterStatusResponse { nodes, groups: groups.into_values().collect() }))
     }
 }

@@ -29,24 +29,14 @@ impl pb::peer_server::Peer for PeerService {
         } else {
             let replica = self.node.shard(frame.group_id).ok_or_else(|| {
                 // Not started yet (metadata still catching up) or deleted: the sender backs off.
-                Status::unavailable(format!(
-                    "no replica of group {} on this node",
-                    frame.group_id
-                ))
+                Status::unavailable(format!("no replica of group {} on this node", frame.group_id))
             })?;
             serve_frame(&replica.raft, frame.kind, &frame.body).await?
         };
-        Ok(Response::new(pb::RaftFrame {
-            group_id: frame.group_id,
-            kind: frame.kind,
-            body: out,
-        }))
+        Ok(Response::new(pb::RaftFrame { group_id: frame.group_id, kind: frame.kind, body: out }))
     }
 
-    async fn shard_write(
-        &self,
-        req: Request<pb::PeerWrite>,
-    ) -> Result<Response<pb::PeerWriteReply>, Status> {
+    async fn shard_write(&self, req: Request<pb::PeerWrite>) -> Result<Response<pb::PeerWriteReply>, Status> {
         let req = req.into_inner();
         if req.hops > MAX_HOPS {
             return body(&Err::<Vec<RecordOutcome>, _>(Error::unavailable(
@@ -58,23 +48,12 @@ impl pb::peer_server::Peer for PeerService {
         let replicas = self
             .node
             .meta_view
-            .read(|m| {
-                m.shard_by_group(req.group_id)
-                    .map(|(_, s)| s.replicas.clone())
-            })
+            .read(|m| m.shard_by_group(req.group_id).map(|(_, s)| s.replicas.clone()))
             .unwrap_or_default();
-        body(
-            &self
-                .node
-                .shard_write(req.group_id, &replicas, records, req.hops)
-                .await,
-        )
+        body(&self.node.shard_write(req.group_id, &replicas, records, req.hops).await)
     }
 
-    async fn meta_write(
-        &self,
-        req: Request<pb::PeerWrite>,
-    ) -> Result<Response<pb::PeerWriteReply>, Status> {
+    async fn meta_write(&self, req: Request<pb::PeerWrite>) -> Result<Response<pb::PeerWriteReply>, Status> {
         let cmd: MetaCommand =
             decode(&req.into_inner().body).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let result: Option<Result<MetaReply>> = self.node.meta_write_local(cmd).await;
@@ -88,22 +67,14 @@ impl pb::peer_server::Peer for PeerService {
         &self,
         _req: Request<pb::ClusterStatusRequest>,
     ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
-        Ok(Response::new(pb::ClusterStatusResponse {
-            nodes: vec![],
-            groups: self.node.local_status(),
-        }))
+        Ok(Response::new(pb::ClusterStatusResponse { nodes: vec![], groups: self.node.local_status() }))
     }
 
     async fn meta_read_index(
         &self,
         _req: Request<pb::ClusterStatusRequest>,
     ) -> Result<Response<pb::PeerWriteReply>, Status> {
-        match self
-            .node
-            .meta
-            .ensure_linearizable(openraft::ReadPolicy::ReadIndex)
-            .await
-        {
+        match self.node.meta.ensure_linearizable(openraft::ReadPolicy::ReadIndex).await {
             Ok(read) => body(&read.log_id().index),
             Err(e) => Err(Status::unavailable(format!("not the metadata leader: {e}"))),
         }

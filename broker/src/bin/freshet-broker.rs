@@ -10,11 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "freshet-broker",
-    version,
-    about = "Run one Freshet broker node"
-)]
+#[command(name = "freshet-broker", version, about = "Run one Freshet broker node")]
 struct Args {
     /// This node's id: a positive integer, unique in the cluster and stable across restarts.
     #[arg(long, env = "FRESHET_NODE_ID")]
@@ -39,12 +35,7 @@ struct Args {
     #[arg(long, env = "FRESHET_RETENTION_CHECK_SECS", default_value_t = 60)]
     retention_check_secs: u64,
     /// Length of a retention hour in ms. Only tests change it.
-    #[arg(
-        long,
-        env = "FRESHET_RETENTION_HOUR_MS",
-        default_value_t = 3_600_000,
-        hide = true
-    )]
+    #[arg(long, env = "FRESHET_RETENTION_HOUR_MS", default_value_t = 3_600_000, hide = true)]
     retention_hour_ms: i64,
 }
 
@@ -56,11 +47,8 @@ fn parse_peers(spec: &str) -> anyhow::Result<BTreeMap<u64, String>> {
                 .trim()
                 .split_once('=')
                 .with_context(|| format!("peer '{p}' must look like 2=127.0.0.1:50052"))?;
-            let id: u64 = id
-                .parse()
-                .with_context(|| format!("peer id '{id}' is not a number"))?;
-            addr.parse::<SocketAddr>()
-                .with_context(|| format!("peer address '{addr}' is not host:port"))?;
+            let id: u64 = id.parse().with_context(|| format!("peer id '{id}' is not a number"))?;
+            addr.parse::<SocketAddr>().with_context(|| format!("peer address '{addr}' is not host:port"))?;
             Ok((id, addr.to_string()))
         })
         .collect()
@@ -81,12 +69,10 @@ async fn main() -> anyhow::Result<()> {
         Some(spec) => parse_peers(spec)?,
         None => BTreeMap::from([(args.id, args.listen.to_string())]),
     };
-    let advertise = peers.get(&args.id).cloned().with_context(|| {
-        format!(
-            "--peers must include this node ({}={})",
-            args.id, args.listen
-        )
-    })?;
+    let advertise = peers
+        .get(&args.id)
+        .cloned()
+        .with_context(|| format!("--peers must include this node ({}={})", args.id, args.listen))?;
     let config = NodeConfig {
         id: args.id,
         advertise,
@@ -100,17 +86,13 @@ async fn main() -> anyhow::Result<()> {
         retention_check: Duration::from_secs(args.retention_check_secs.max(1)),
         retention_hour_ms: args.retention_hour_ms.max(1),
     };
-    let node = Node::start(config).await.with_context(|| {
-        format!(
-            "starting node {} with data in {}",
-            args.id,
-            args.data_dir.display()
-        )
-    })?;
+    let node = Node::start(config)
+        .await
+        .with_context(|| format!("starting node {} with data in {}", args.id, args.data_dir.display()))?;
     tracing::info!("node {} serving gRPC on {}", args.id, args.listen);
     let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}

@@ -8,19 +8,10 @@ use std::io::{BufRead, Write};
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
-#[command(
-    name = "freshet",
-    version,
-    about = "Freshet: streams of records, replicated by Raft"
-)]
+#[command(name = "freshet", version, about = "Freshet: streams of records, replicated by Raft")]
 struct Cli {
     /// Any node of the cluster (it forwards to the shard leaders).
-    #[arg(
-        long,
-        env = "FRESHET_ENDPOINT",
-        default_value = "http://127.0.0.1:50051",
-        global = true
-    )]
+    #[arg(long, env = "FRESHET_ENDPOINT", default_value = "http://127.0.0.1:50051", global = true)]
     endpoint: String,
     #[command(subcommand)]
     command: Command,
@@ -134,26 +125,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let client = Client::new(&cli.endpoint)?;
     match cli.command {
         Command::Stream(cmd) => stream(&client, cmd).await,
-        Command::Put {
-            stream,
-            data,
-            partition_key,
-            batch,
-        } => match data {
+        Command::Put { stream, data, partition_key, batch } => match data {
             Some(data) => put_one(&client, &stream, data, partition_key).await,
             None => put_lines(&client, &stream, partition_key, batch.clamp(1, 500)).await,
         },
-        Command::Read {
-            stream,
-            from,
-            shard,
-            follow,
-            verbose,
-        } => read(&client, &stream, &from, shard, follow, verbose).await,
-        Command::Cluster(ClusterCmd::Status) => cluster_status(&client).await,
-        Command::Cluster(ClusterCmd::Wait { timeout_secs }) => {
-            cluster_wait(&client, timeout_secs).await
+        Command::Read { stream, from, shard, follow, verbose } => {
+            read(&client, &stream, &from, shard, follow, verbose).await
         }
+        Command::Cluster(ClusterCmd::Status) => cluster_status(&client).await,
+        Command::Cluster(ClusterCmd::Wait { timeout_secs }) => cluster_wait(&client, timeout_secs).await,
     }
 }
 
@@ -173,8 +153,7 @@ async fn stream(client: &Client, cmd: StreamCmd) -> anyhow::Result<()> {
             let defaults = freshet_broker::limits::ShardLimits::default();
             let limits = pb::ShardLimits {
                 enforce: !no_limits,
-                write_bytes_per_second: write_bytes_per_second
-                    .unwrap_or(defaults.write_bytes_per_second),
+                write_bytes_per_second: write_bytes_per_second.unwrap_or(defaults.write_bytes_per_second),
                 write_records_per_second: write_records_per_second
                     .unwrap_or(defaults.write_records_per_second),
             };
@@ -192,29 +171,18 @@ async fn stream(client: &Client, cmd: StreamCmd) -> anyhow::Result<()> {
                 loop {
                     let d = client.describe(&name).await?;
                     if d.status == "ACTIVE" {
-                        eprintln!(
-                            "stream {name} is ACTIVE after {:.1}s",
-                            start.elapsed().as_secs_f64()
-                        );
+                        eprintln!("stream {name} is ACTIVE after {:.1}s", start.elapsed().as_secs_f64());
                         break;
                     }
                     if start.elapsed() > Duration::from_secs(120) {
-                        bail!(
-                            "stream {name} still {} after 120s; see `freshet cluster status`",
-                            d.status
-                        );
+                        bail!("stream {name} still {} after 120s; see `freshet cluster status`", d.status);
                     }
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
         }
         StreamCmd::List => {
-            for name in api
-                .list_streams(pb::ListStreamsRequest {})
-                .await?
-                .into_inner()
-                .stream_names
-            {
+            for name in api.list_streams(pb::ListStreamsRequest {}).await?.into_inner().stream_names {
                 println!("{name}");
             }
         }
@@ -243,9 +211,7 @@ async fn stream(client: &Client, cmd: StreamCmd) -> anyhow::Result<()> {
                 println!(
                     "{:<22} {:<8} {:<10} {:<41} {:<41}",
                     s.shard_id,
-                    s.leader
-                        .map(|l| l.to_string())
-                        .unwrap_or_else(|| "-".into()),
+                    s.leader.map(|l| l.to_string()).unwrap_or_else(|| "-".into()),
                     replicas.join(","),
                     s.starting_hash_key,
                     s.ending_hash_key
@@ -253,10 +219,7 @@ async fn stream(client: &Client, cmd: StreamCmd) -> anyhow::Result<()> {
             }
         }
         StreamCmd::Delete { name } => {
-            api.delete_stream(pb::DeleteStreamRequest {
-                stream_name: name.clone(),
-            })
-            .await?;
+            api.delete_stream(pb::DeleteStreamRequest { stream_name: name.clone() }).await?;
             eprintln!("deleted stream {name}");
         }
     }
@@ -267,12 +230,7 @@ fn random_key() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
-async fn put_one(
-    client: &Client,
-    stream: &str,
-    data: String,
-    key: Option<String>,
-) -> anyhow::Result<()> {
+async fn put_one(client: &Client, stream: &str, data: String, key: Option<String>) -> anyhow::Result<()> {
     let r = client
         .api
         .clone()
@@ -290,18 +248,11 @@ async fn put_one(
 
 /// One record per stdin line, in PutRecords batches; throttled records are retried with
 /// backoff so every line is written exactly once per acknowledged batch.
-async fn put_lines(
-    client: &Client,
-    stream: &str,
-    key: Option<String>,
-    batch: usize,
-) -> anyhow::Result<()> {
+async fn put_lines(client: &Client, stream: &str, key: Option<String>, batch: usize) -> anyhow::Result<()> {
     let bar = indicatif::ProgressBar::new_spinner();
     bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} {pos} records written ({per_sec}) {msg}",
-        )
-        .expect("valid template"),
+        indicatif::ProgressStyle::with_template("{spinner} {pos} records written ({per_sec}) {msg}")
+            .expect("valid template"),
     );
     bar.enable_steady_tick(Duration::from_millis(200));
     let start = Instant::now();
@@ -345,11 +296,7 @@ async fn put_lines(
                 {
                     retry.push(entry);
                 } else {
-                    bail!(
-                        "record rejected: {}: {}",
-                        result.error_code,
-                        result.error_message
-                    );
+                    bail!("record rejected: {}: {}", result.error_code, result.error_message);
                 }
             }
             bar.set_position(written);
@@ -377,36 +324,18 @@ fn parse_from(from: &str) -> anyhow::Result<(pb::IteratorType, Option<String>, O
     Ok(match from.split_once(':') {
         None if from == "trim-horizon" => (pb::IteratorType::TrimHorizon, None, None),
         None if from == "latest" => (pb::IteratorType::Latest, None, None),
-        Some(("at", seq)) => (
-            pb::IteratorType::AtSequenceNumber,
-            Some(seq.to_string()),
-            None,
-        ),
-        Some(("after", seq)) => (
-            pb::IteratorType::AfterSequenceNumber,
-            Some(seq.to_string()),
-            None,
-        ),
+        Some(("at", seq)) => (pb::IteratorType::AtSequenceNumber, Some(seq.to_string()), None),
+        Some(("after", seq)) => (pb::IteratorType::AfterSequenceNumber, Some(seq.to_string()), None),
         Some(("time", ms)) => (
             pb::IteratorType::AtTimestamp,
             None,
-            Some(
-                ms.parse()
-                    .context("time:<epoch milliseconds>, e.g. time:1767225600000")?,
-            ),
+            Some(ms.parse().context("time:<epoch milliseconds>, e.g. time:1767225600000")?),
         ),
-        _ => bail!(
-            "--from takes trim-horizon, latest, at:<sequence>, after:<sequence> or time:<epoch ms>"
-        ),
+        _ => bail!("--from takes trim-horizon, latest, at:<sequence>, after:<sequence> or time:<epoch ms>"),
     })
 }
 
-fn print_record(
-    out: &mut impl Write,
-    shard: &str,
-    r: &pb::Record,
-    verbose: bool,
-) -> std::io::Result<()> {
+fn print_record(out: &mut impl Write, shard: &str, r: &pb::Record, verbose: bool) -> std::io::Result<()> {
     if verbose {
         write!(
             out,
@@ -429,20 +358,12 @@ async fn read(
     let (kind, seq, ts) = parse_from(from)?;
     let shards: Vec<String> = match shard {
         Some(s) => vec![s],
-        None => client
-            .describe(stream)
-            .await?
-            .shards
-            .into_iter()
-            .map(|s| s.shard_id)
-            .collect(),
+        None => client.describe(stream).await?.shards.into_iter().map(|s| s.shard_id).collect(),
     };
     if !follow {
         let stdout = std::io::stdout();
         for shard in shards {
-            let it = client
-                .shard_iterator(stream, &shard, kind, seq.clone(), ts)
-                .await?;
+            let it = client.shard_iterator(stream, &shard, kind, seq.clone(), ts).await?;
             let records = client.read_to_end(it).await?;
             let mut out = stdout.lock();
             for r in &records {
@@ -481,20 +402,10 @@ async fn read(
 }
 
 async fn cluster_status(client: &Client) -> anyhow::Result<()> {
-    let s = client
-        .api
-        .clone()
-        .cluster_status(pb::ClusterStatusRequest {})
-        .await?
-        .into_inner();
+    let s = client.api.clone().cluster_status(pb::ClusterStatusRequest {}).await?.into_inner();
     println!("NODES");
     for n in &s.nodes {
-        println!(
-            "  node {} {} {}",
-            n.id,
-            n.address,
-            if n.reachable { "up" } else { "UNREACHABLE" }
-        );
+        println!("  node {} {} {}", n.id, n.address, if n.reachable { "up" } else { "UNREACHABLE" });
     }
     println!("GROUPS");
     for g in &s.groups {
@@ -506,9 +417,7 @@ async fn cluster_status(client: &Client) -> anyhow::Result<()> {
         println!(
             "  {name} group {} leader {}",
             g.group_id,
-            g.leader
-                .map(|l| l.to_string())
-                .unwrap_or_else(|| "none".into())
+            g.leader.map(|l| l.to_string()).unwrap_or_else(|| "none".into())
         );
         for r in &g.replicas {
             println!(
@@ -523,31 +432,16 @@ async fn cluster_status(client: &Client) -> anyhow::Result<()> {
 async fn cluster_wait(client: &Client, timeout_secs: u64) -> anyhow::Result<()> {
     let start = Instant::now();
     loop {
-        let last = match client
-            .api
-            .clone()
-            .cluster_status(pb::ClusterStatusRequest {})
-            .await
-        {
+        let last = match client.api.clone().cluster_status(pb::ClusterStatusRequest {}).await {
             Ok(s) => {
                 let s = s.into_inner();
                 let up = s.nodes.iter().filter(|n| n.reachable).count();
-                let meta_leader = s
-                    .groups
-                    .iter()
-                    .find(|g| g.group_id == 0)
-                    .and_then(|g| g.leader);
+                let meta_leader = s.groups.iter().find(|g| g.group_id == 0).and_then(|g| g.leader);
                 if up == s.nodes.len() && meta_leader.is_some() {
-                    eprintln!(
-                        "cluster ready: {up} nodes, metadata leader node {}",
-                        meta_leader.unwrap_or(0)
-                    );
+                    eprintln!("cluster ready: {up} nodes, metadata leader node {}", meta_leader.unwrap_or(0));
                     return Ok(());
                 }
-                format!(
-                    "{up}/{} nodes up, metadata leader: {meta_leader:?}",
-                    s.nodes.len()
-                )
+                format!("{up}/{} nodes up, metadata leader: {meta_leader:?}", s.nodes.len())
             }
             Err(e) => e.message().to_string(),
         };

@@ -7,8 +7,7 @@ mod state;
 pub mod state_machine;
 
 pub use state::{
-    parse_shard_id, shard_id, MetaCommand, MetaReply, MetaState, ShardMeta, StreamMeta,
-    StreamStatus,
+    parse_shard_id, shard_id, MetaCommand, MetaReply, MetaState, ShardMeta, StreamMeta, StreamStatus,
 };
 pub use state_machine::{MetaStateMachine, MetaView};
 

@@ -62,18 +62,12 @@ pub fn shard_id(index: u32) -> String {
 /// Parses `shardId-000000000007` (Kinesis also accepts the bare number's zero-padded form).
 pub fn parse_shard_id(id: &str) -> Result<u32> {
     let digits = id.strip_prefix("shardId-").unwrap_or(id);
-    if id.is_empty()
-        || id.len() > 128
-        || digits.is_empty()
-        || !digits.bytes().all(|b| b.is_ascii_digit())
-    {
+    if id.is_empty() || id.len() > 128 || digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return Err(Error::validation(format!(
             "1 validation error detected: Value '{id}' at 'shardId' failed to satisfy constraint: Member must satisfy regular expression pattern: [a-zA-Z0-9_.-]+ and name a shard such as shardId-000000000000"
         )));
     }
-    digits
-        .parse()
-        .map_err(|_| Error::invalid(format!("Invalid shardId {id}.")))
+    digits.parse().map_err(|_| Error::invalid(format!("Invalid shardId {id}.")))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,9 +87,7 @@ impl StreamMeta {
     }
     /// The open shard whose range holds `hash_key`.
     pub fn shard_for(&self, hash_key: u128) -> Option<&ShardMeta> {
-        self.shards
-            .iter()
-            .find(|s| s.is_open() && s.range.contains(hash_key))
+        self.shards.iter().find(|s| s.is_open() && s.range.contains(hash_key))
     }
 }
 
@@ -199,9 +191,7 @@ impl MetaState {
                 for stream in self.streams.values_mut() {
                     if let Some(shard) = stream.shards.iter_mut().find(|s| s.group_id == group_id) {
                         shard.ready = true;
-                        if stream.status == StreamStatus::Creating
-                            && stream.shards.iter().all(|s| s.ready)
-                        {
+                        if stream.status == StreamStatus::Creating && stream.shards.iter().all(|s| s.ready) {
                             stream.status = StreamStatus::Active;
                         }
                     }
@@ -239,9 +229,7 @@ pub fn place(group_id: u64, rf: u32, nodes: &[NodeId]) -> Vec<NodeId> {
     sorted.sort_unstable();
     sorted.dedup();
     let n = sorted.len();
-    (0..rf as usize)
-        .map(|i| sorted[(group_id as usize + i) % n])
-        .collect()
+    (0..rf as usize).map(|i| sorted[(group_id as usize + i) % n]).collect()
 }
 
 #[cfg(test)]
@@ -290,15 +278,10 @@ mod tests {
         m.apply(create("s", 2, 1)).unwrap();
         let e = m.apply(create("s", 2, 1)).unwrap_err();
         assert!(e.already_exists && e.message.contains("already exists"));
-        m.apply(MetaCommand::DeleteStream { name: "s".into() })
-            .unwrap();
+        m.apply(MetaCommand::DeleteStream { name: "s".into() }).unwrap();
         m.apply(create("s", 2, 1)).unwrap();
         assert_eq!(m.streams["s"].shards[0].group_id, 3);
-        assert!(m
-            .apply(MetaCommand::DeleteStream {
-                name: "nope".into()
-            })
-            .is_err());
+        assert!(m.apply(MetaCommand::DeleteStream { name: "nope".into() }).is_err());
     }
 
     #[test]

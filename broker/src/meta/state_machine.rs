@@ -3,8 +3,7 @@
 
 use super::{MetaState, META_GROUP};
 use crate::raft::{
-    decode, encode, Command, LogId, Reply, Snapshot, SnapshotData, SnapshotMeta, StoredMembership,
-    TypeConfig,
+    decode, encode, Command, LogId, Reply, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig,
 };
 use crate::storage::{keys, Store, CF_SM_META};
 use futures::TryStreamExt;
@@ -52,11 +51,10 @@ pub struct MetaStateMachine {
 
 impl MetaStateMachine {
     pub fn open(store: Store) -> io::Result<(MetaStateMachine, MetaView)> {
-        let persisted: Persisted =
-            match store.get(CF_SM_META, &keys::meta(META_GROUP, keys::STATE))? {
-                Some(b) => decode(&b)?,
-                None => Persisted::default(),
-            };
+        let persisted: Persisted = match store.get(CF_SM_META, &keys::meta(META_GROUP, keys::STATE))? {
+            Some(b) => decode(&b)?,
+            None => Persisted::default(),
+        };
         let state = Arc::new(RwLock::new(persisted.state.clone()));
         let (tx, rx) = watch::channel(persisted.applied.map(|l| l.index).unwrap_or(0));
         let sm = MetaStateMachine {
@@ -70,15 +68,9 @@ impl MetaStateMachine {
 
     fn persist(&self, p: &Persisted, snapshot: Option<&[u8]>) -> io::Result<()> {
         let mut b = WriteBatch::default();
-        self.store.put(
-            &mut b,
-            CF_SM_META,
-            &keys::meta(META_GROUP, keys::STATE),
-            &encode(p)?,
-        );
+        self.store.put(&mut b, CF_SM_META, &keys::meta(META_GROUP, keys::STATE), &encode(p)?);
         if let Some(s) = snapshot {
-            self.store
-                .put(&mut b, CF_SM_META, &keys::meta(META_GROUP, SNAPSHOT), s);
+            self.store.put(&mut b, CF_SM_META, &keys::meta(META_GROUP, SNAPSHOT), s);
             return Ok(self.store.write_sync(b)?);
         }
         Ok(self.store.write(b)?)
@@ -86,8 +78,7 @@ impl MetaStateMachine {
 
     fn publish(&self, p: &Persisted) {
         *self.state.write().expect("meta lock") = p.state.clone();
-        self.changed
-            .send_replace(p.applied.map(|l| l.index).unwrap_or(0));
+        self.changed.send_replace(p.applied.map(|l| l.index).unwrap_or(0));
     }
 }
 
@@ -96,16 +87,10 @@ impl RaftSnapshotBuilder<TypeConfig> for MetaStateMachine {
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let p = self.data.read().expect("meta lock").clone();
-        let meta = SnapshotMeta {
-            last_log_id: p.applied,
-            last_membership: p.membership.clone(),
-        };
+        let meta = SnapshotMeta { last_log_id: p.applied, last_membership: p.membership.clone() };
         let bytes = encode(&p)?;
         self.persist(&p, Some(&encode(&(meta.clone(), bytes.clone()))?))?;
-        Ok(Snapshot {
-            meta,
-            snapshot: std::io::Cursor::new(bytes),
-        })
+        Ok(Snapshot { meta, snapshot: std::io::Cursor::new(bytes) })
     }
 }
 
@@ -120,9 +105,7 @@ impl RaftStateMachine<TypeConfig> for MetaStateMachine {
 
     async fn apply<S>(&mut self, mut entries: S) -> Result<(), io::Error>
     where
-        S: futures::Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>>
-            + Unpin
-            + OptionalSend,
+        S: futures::Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
         let mut p = self.data.read().expect("meta lock").clone();
         let mut replies = Vec::new();
@@ -169,17 +152,11 @@ impl RaftStateMachine<TypeConfig> for MetaStateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
-        match self
-            .store
-            .get(CF_SM_META, &keys::meta(META_GROUP, SNAPSHOT))?
-        {
+        match self.store.get(CF_SM_META, &keys::meta(META_GROUP, SNAPSHOT))? {
             None => Ok(None),
             Some(b) => {
                 let (meta, bytes): (SnapshotMeta, Vec<u8>) = decode(&b)?;
-                Ok(Some(Snapshot {
-                    meta,
-                    snapshot: std::io::Cursor::new(bytes),
-                }))
+                Ok(Some(Snapshot { meta, snapshot: std::io::Cursor::new(bytes) }))
             }
         }
     }

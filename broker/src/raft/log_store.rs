@@ -28,18 +28,11 @@ pub struct LogStore {
 
 impl LogStore {
     pub fn new(store: Store, group: GroupId, keeps_records: bool) -> Self {
-        LogStore {
-            store,
-            group,
-            keeps_records,
-        }
+        LogStore { store, group, keeps_records }
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(&self, name: &[u8]) -> io::Result<Option<T>> {
-        match self
-            .store
-            .get(CF_RAFT_META, &keys::meta(self.group, name))?
-        {
+        match self.store.get(CF_RAFT_META, &keys::meta(self.group, name))? {
             None => Ok(None),
             Some(b) => decode(&b).map(Some),
         }
@@ -102,10 +95,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let (from, to) = keys::log_range(self.group, 0, u64::MAX);
         let last = match self.store.last_key(CF_LOG, from, to)? {
             Some(key) => {
-                let value = self
-                    .store
-                    .get(CF_LOG, &key)?
-                    .ok_or_else(|| io_err("log entry vanished"))?;
+                let value = self.store.get(CF_LOG, &key)?.ok_or_else(|| io_err("log entry vanished"))?;
                 Some(decode::<Entry>(&value)?.log_id())
             }
             None => None,
@@ -115,10 +105,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             (None, p) => p,
             (l, _) => l,
         };
-        Ok(LogState {
-            last_purged_log_id: purged,
-            last_log_id: last,
-        })
+        Ok(LogState { last_purged_log_id: purged, last_log_id: last })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -127,28 +114,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
         let mut b = WriteBatch::default();
-        self.store.put(
-            &mut b,
-            CF_RAFT_META,
-            &keys::meta(self.group, keys::VOTE),
-            &encode(vote)?,
-        );
+        self.store.put(&mut b, CF_RAFT_META, &keys::meta(self.group, keys::VOTE), &encode(vote)?);
         // A vote must survive a crash before it is acted on.
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.write_sync(b))
-            .await
-            .map_err(io_err)??;
+        tokio::task::spawn_blocking(move || store.write_sync(b)).await.map_err(io_err)??;
         Ok(())
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
         let mut b = WriteBatch::default();
-        self.store.put(
-            &mut b,
-            CF_RAFT_META,
-            &keys::meta(self.group, keys::COMMITTED),
-            &encode(&committed)?,
-        );
+        self.store.put(&mut b, CF_RAFT_META, &keys::meta(self.group, keys::COMMITTED), &encode(&committed)?);
         Ok(self.store.write(b)?)
     }
 
@@ -156,29 +131,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.read_meta::<Option<LogId>>(keys::COMMITTED)?.flatten())
     }
 
-    async fn append<I>(
-        &mut self,
-        entries: I,
-        callback: IOFlushed<TypeConfig>,
-    ) -> Result<(), io::Error>
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
         let mut b = WriteBatch::default();
         for entry in entries {
-            self.store.put(
-                &mut b,
-                CF_LOG,
-                &keys::log(self.group, entry.index()),
-                &encode(&entry)?,
-            );
+            self.store.put(&mut b, CF_LOG, &keys::log(self.group, entry.index()), &encode(&entry)?);
         }
         // Readable now; durable once the node-wide WAL sync that follows completes.
         self.store.write(b)?;
-        self.store
-            .flusher
-            .after_sync(move |result| callback.io_completed(result));
+        self.store.flusher.after_sync(move |result| callback.io_completed(result));
         Ok(())
     }
 
@@ -193,12 +157,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, upto: LogId) -> Result<(), io::Error> {
         // The marker first, so a crash never exposes a hole to Raft.
         let mut b = WriteBatch::default();
-        self.store.put(
-            &mut b,
-            CF_RAFT_META,
-            &keys::meta(self.group, keys::PURGED),
-            &encode(&upto)?,
-        );
+        self.store.put(&mut b, CF_RAFT_META, &keys::meta(self.group, keys::PURGED), &encode(&upto)?);
         self.store.write(b)?;
         let below = if self.keeps_records {
             let trim: u64 = self.read_meta(TRIM)?.unwrap_or(0);
@@ -224,33 +183,22 @@ mod tests {
     impl StoreBuilder<TypeConfig, LogStore, MetaStateMachine, tempfile::TempDir> for MetaGroup {
         async fn build(
             &self,
-        ) -> Result<(tempfile::TempDir, LogStore, MetaStateMachine), StorageError<TypeConfig>>
-        {
+        ) -> Result<(tempfile::TempDir, LogStore, MetaStateMachine), StorageError<TypeConfig>> {
             let dir = tempfile::tempdir().expect("tempdir");
             let store = Store::open(dir.path()).expect("open rocksdb");
-            let (sm, _) =
-                MetaStateMachine::open(store.clone()).expect("open metadata state machine");
-            Ok((
-                dir,
-                LogStore::new(store, crate::meta::META_GROUP, false),
-                sm,
-            ))
+            let (sm, _) = MetaStateMachine::open(store.clone()).expect("open metadata state machine");
+            Ok((dir, LogStore::new(store, crate::meta::META_GROUP, false), sm))
         }
     }
 
     impl StoreBuilder<TypeConfig, LogStore, ShardStateMachine, tempfile::TempDir> for ShardGroup {
         async fn build(
             &self,
-        ) -> Result<(tempfile::TempDir, LogStore, ShardStateMachine), StorageError<TypeConfig>>
-        {
+        ) -> Result<(tempfile::TempDir, LogStore, ShardStateMachine), StorageError<TypeConfig>> {
             let dir = tempfile::tempdir().expect("tempdir");
             let store = Store::open(dir.path()).expect("open rocksdb");
             let shared = ShardShared::open(store.clone(), 9).expect("open shard state");
-            Ok((
-                dir,
-                LogStore::new(store, 9, true),
-                ShardStateMachine { shared },
-            ))
+            Ok((dir, LogStore::new(store, 9, true), ShardStateMachine { shared }))
         }
     }
 

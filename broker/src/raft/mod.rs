@@ -112,11 +112,7 @@ pub struct RaftTiming {
 
 impl Default for RaftTiming {
     fn default() -> Self {
-        RaftTiming {
-            heartbeat_ms: 250,
-            election_min_ms: 1500,
-            election_max_ms: 3000,
-        }
+        RaftTiming { heartbeat_ms: 250, election_min_ms: 1500, election_max_ms: 3000 }
     }
 }
 

@@ -74,11 +74,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = GroupNetwork;
 
     async fn new_client(&mut self, _target: NodeId, node: &BasicNode) -> GroupNetwork {
-        GroupNetwork {
-            group: self.group,
-            client: self.pool.peer(&node.addr),
-            records: self.records.clone(),
-        }
+        GroupNetwork { group: self.group, client: self.pool.peer(&node.addr), records: self.records.clone() }
     }
 }
 
@@ -96,20 +92,13 @@ impl GroupNetwork {
         ttl: Duration,
     ) -> Result<Resp, RPCError<TypeConfig>> {
         let body = encode(req).map_err(|e| NetworkError::new(&e))?;
-        let frame = pb::RaftFrame {
-            group_id: self.group,
-            kind,
-            body,
-        };
+        let frame = pb::RaftFrame { group_id: self.group, kind, body };
         let reply = match tokio::time::timeout(ttl, self.client.raft(frame)).await {
-            Err(_) => {
-                return Err(NetworkError::from_string(format!("no answer within {ttl:?}")).into())
-            }
+            Err(_) => return Err(NetworkError::from_string(format!("no answer within {ttl:?}")).into()),
             Ok(Err(s)) => return Err(Unreachable::from_string(s.message().to_string()).into()),
             Ok(Ok(r)) => r.into_inner(),
         };
-        let result: Result<Resp, String> =
-            decode(&reply.body).map_err(|e| NetworkError::new(&e))?;
+        let result: Result<Resp, String> = decode(&reply.body).map_err(|e| NetworkError::new(&e))?;
         // A remote Raft error (group stopped or absent) makes the peer unusable for now.
         result.map_err(|e| Unreachable::from_string(e).into())
     }
@@ -184,32 +173,20 @@ pub async fn serve_frame<SM>(
 where
     SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotData>,
 {
-    let bad =
-        |e: std::io::Error| tonic::Status::invalid_argument(format!("undecodable raft frame: {e}"));
-    fn reply<T: Serialize, E: std::fmt::Display>(
-        r: Result<T, E>,
-    ) -> Result<Vec<u8>, tonic::Status> {
+    let bad = |e: std::io::Error| tonic::Status::invalid_argument(format!("undecodable raft frame: {e}"));
+    fn reply<T: Serialize, E: std::fmt::Display>(r: Result<T, E>) -> Result<Vec<u8>, tonic::Status> {
         encode(&r.map_err(|e| e.to_string())).map_err(|e| tonic::Status::internal(e.to_string()))
     }
     match kind {
         APPEND => reply(raft.append_entries(decode(body).map_err(bad)?).await),
         VOTE => reply(raft.vote(decode(body).map_err(bad)?).await),
         PRE_VOTE => reply(raft.pre_vote(decode(body).map_err(bad)?).await),
-        TRANSFER_LEADER => reply(
-            raft.handle_transfer_leader(decode(body).map_err(bad)?)
-                .await,
-        ),
+        TRANSFER_LEADER => reply(raft.handle_transfer_leader(decode(body).map_err(bad)?).await),
         SNAPSHOT => {
-            let (vote, meta, data): (Vote, super::SnapshotMeta, Vec<u8>) =
-                decode(body).map_err(bad)?;
-            let snapshot = Snapshot {
-                meta,
-                snapshot: std::io::Cursor::new(data),
-            };
+            let (vote, meta, data): (Vote, super::SnapshotMeta, Vec<u8>) = decode(body).map_err(bad)?;
+            let snapshot = Snapshot { meta, snapshot: std::io::Cursor::new(data) };
             reply(raft.install_full_snapshot(vote, snapshot).await)
         }
-        other => Err(tonic::Status::invalid_argument(format!(
-            "unknown raft frame kind {other}"
-        ))),
+        other => Err(tonic::Status::invalid_argument(format!("unknown raft frame kind {other}"))),
     }
 }

@@ -45,38 +45,19 @@ impl ShardReplica {
         timing: RaftTiming,
         spec: ShardSpec,
     ) -> anyhow::Result<ShardReplica> {
-        let ShardSpec {
-            group,
-            stream,
-            shard_index,
-            limits,
-        } = spec;
+        let ShardSpec { group, stream, shard_index, limits } = spec;
         let shared = ShardShared::open(store.clone(), group)?;
         let config = timing.config(&format!("shard-{group}"), SNAPSHOT_EVERY)?;
         let raft = ShardRaft::new(
             node_id,
             config,
-            NetworkFactory {
-                group,
-                pool,
-                records: Some(store.clone()),
-            },
+            NetworkFactory { group, pool, records: Some(store.clone()) },
             LogStore::new(store, group, true),
-            ShardStateMachine {
-                shared: shared.clone(),
-            },
+            ShardStateMachine { shared: shared.clone() },
         )
         .await?;
         let (limits_tx, limits_rx) = watch::channel(limits);
         let writer = writer::spawn(raft.clone(), limits, limits_rx);
-        Ok(ShardReplica {
-            group,
-            stream,
-            shard_index,
-            raft,
-            shared,
-            writer,
-            limits: limits_tx,
-        })
+        Ok(ShardReplica { group, stream, shard_index, raft, shared, writer, limits: limits_tx })
     }
 }

@@ -40,18 +40,12 @@ pub struct ReadLimits {
 impl ShardShared {
     /// The position right after the last applied entry (LATEST).
     pub fn latest(&self) -> Position {
-        Position {
-            log_index: self.state().applied_index() + 1,
-            position: 0,
-        }
+        Position { log_index: self.state().applied_index() + 1, position: 0 }
     }
 
     /// The first retained position (TRIM_HORIZON).
     pub fn trim_horizon(&self) -> Position {
-        Position {
-            log_index: self.state().first_index,
-            position: 0,
-        }
+        Position { log_index: self.state().first_index, position: 0 }
     }
 
     /// The first entry that arrived at or after `ts_ms` (AT_TIMESTAMP), else LATEST.
@@ -62,14 +56,9 @@ impl ShardShared {
             Some(item) => {
                 let (_, v) = item?;
                 let index = u64::from_be_bytes(
-                    v.as_slice()
-                        .try_into()
-                        .map_err(|_| Error::internal("bad arrival-time index value"))?,
+                    v.as_slice().try_into().map_err(|_| Error::internal("bad arrival-time index value"))?,
                 );
-                Ok(Position {
-                    log_index: index.max(self.state().first_index),
-                    position: 0,
-                })
+                Ok(Position { log_index: index.max(self.state().first_index), position: 0 })
             }
             None => Ok(self.latest()),
         }
@@ -79,10 +68,7 @@ impl ShardShared {
     pub fn read(&self, epoch: u32, from: Position, limits: &ReadLimits) -> Result<Page> {
         let state = self.state();
         let applied = state.applied_index();
-        let mut next = from.max(Position {
-            log_index: state.first_index,
-            position: 0,
-        });
+        let mut next = from.max(Position { log_index: state.first_index, position: 0 });
         let mut records = Vec::new();
         let mut bytes = 0usize;
         if next.log_index <= applied {
@@ -93,22 +79,15 @@ impl ShardShared {
                     Error::internal(format!("shard replica is corrupt and stopped serving: {e}"))
                 })?;
                 let index = keys::index_of(&key);
-                let entry: Entry = decode(&value)
-                    .map_err(|e| Error::internal(format!("undecodable entry {index}: {e}")))?;
-                let start = if index == next.log_index {
-                    next.position as usize
-                } else {
-                    0
-                };
+                let entry: Entry =
+                    decode(&value).map_err(|e| Error::internal(format!("undecodable entry {index}: {e}")))?;
+                let start = if index == next.log_index { next.position as usize } else { 0 };
                 if let EntryPayload::Normal(Command::Append(batch)) = entry.payload {
                     for (pos, r) in batch.records.into_iter().enumerate().skip(start) {
                         if records.len() >= limits.max_records
                             || (bytes + r.data.len() > limits.max_bytes && !records.is_empty())
                         {
-                            next = Position {
-                                log_index: index,
-                                position: pos as u16,
-                            };
+                            next = Position { log_index: index, position: pos as u16 };
                             break 'entries;
                         }
                         if batch.arrival_ms >= limits.expired_before_ms {
@@ -122,31 +101,16 @@ impl ShardShared {
                         }
                     }
                 }
-                next = Position {
-                    log_index: index + 1,
-                    position: 0,
-                };
+                next = Position { log_index: index + 1, position: 0 };
             }
-            if next.log_index <= applied
-                && records.len() < limits.max_records
-                && bytes < limits.max_bytes
-            {
-                next = Position {
-                    log_index: applied + 1,
-                    position: 0,
-                };
+            if next.log_index <= applied && records.len() < limits.max_records && bytes < limits.max_bytes {
+                next = Position { log_index: applied + 1, position: 0 };
             }
         }
         let behind = match records.last() {
-            Some(r) if next.log_index <= applied => {
-                (state.last_arrival_ms - r.arrival_ms).max(0) as u64
-            }
+            Some(r) if next.log_index <= applied => (state.last_arrival_ms - r.arrival_ms).max(0) as u64,
             _ => 0,
         };
-        Ok(Page {
-            records,
-            next,
-            millis_behind_latest: behind,
-        })
+        Ok(Page { records, next, millis_behind_latest: behind })
     }
 }

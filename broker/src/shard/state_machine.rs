@@ -52,12 +52,7 @@ impl ShardShared {
             None => ShardState::default(),
         };
         let (tx, _) = watch::channel(state.applied_index());
-        Ok(Arc::new(ShardShared {
-            store,
-            group,
-            state: RwLock::new(state),
-            applied: tx,
-        }))
+        Ok(Arc::new(ShardShared { store, group, state: RwLock::new(state), applied: tx }))
     }
 
     pub fn state(&self) -> ShardState {
@@ -70,12 +65,7 @@ impl ShardShared {
     }
 
     fn commit(&self, b: &mut WriteBatch, state: &ShardState) -> io::Result<()> {
-        self.store.put(
-            b,
-            CF_SM_META,
-            &keys::meta(self.group, keys::STATE),
-            &encode(state)?,
-        );
+        self.store.put(b, CF_SM_META, &keys::meta(self.group, keys::STATE), &encode(state)?);
         Ok(())
     }
 
@@ -87,13 +77,11 @@ impl ShardShared {
 
     /// Deletes record bytes below the trim horizon that Raft no longer needs either.
     fn delete_trimmed(&self, b: &mut WriteBatch, first_index: u64) -> io::Result<()> {
-        let purged: Option<LogId> = match self
-            .store
-            .get(CF_RAFT_META, &keys::meta(self.group, keys::PURGED))?
-        {
-            Some(v) => decode(&v)?,
-            None => None,
-        };
+        let purged: Option<LogId> =
+            match self.store.get(CF_RAFT_META, &keys::meta(self.group, keys::PURGED))? {
+                Some(v) => decode(&v)?,
+                None => None,
+            };
         let below = first_index.min(purged.map(|p| p.index + 1).unwrap_or(0));
         if below > 0 {
             let (from, to) = keys::log_range(self.group, 0, below);
@@ -141,18 +129,9 @@ pub fn materialize(store: &Store, group: GroupId, data: Vec<u8>) -> io::Result<V
 
 impl ShardStateMachine {
     fn snapshot_of(&self, state: ShardState) -> io::Result<Snapshot> {
-        let meta = SnapshotMeta {
-            last_log_id: state.applied,
-            last_membership: state.membership.clone(),
-        };
-        let bytes = encode(&ShardSnapshot {
-            state,
-            entries: None,
-        })?;
-        Ok(Snapshot {
-            meta,
-            snapshot: std::io::Cursor::new(bytes),
-        })
+        let meta = SnapshotMeta { last_log_id: state.applied, last_membership: state.membership.clone() };
+        let bytes = encode(&ShardSnapshot { state, entries: None })?;
+        Ok(Snapshot { meta, snapshot: std::io::Cursor::new(bytes) })
     }
 }
 
@@ -186,9 +165,7 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
 
     async fn apply<S>(&mut self, mut entries: S) -> Result<(), io::Error>
     where
-        S: futures::Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>>
-            + Unpin
-            + OptionalSend,
+        S: futures::Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
         let shared = &self.shared;
         let mut state = shared.state();
@@ -210,14 +187,9 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
                         );
                     }
                     state.last_arrival_ms = arrival;
-                    Reply::Appended {
-                        log_index: index,
-                        arrival_ms: arrival,
-                    }
+                    Reply::Appended { log_index: index, arrival_ms: arrival }
                 }
-                EntryPayload::Normal(Command::Trim { below_index })
-                    if below_index > state.first_index =>
-                {
+                EntryPayload::Normal(Command::Trim { below_index }) if below_index > state.first_index => {
                     let below_index = below_index.min(index);
                     state.first_index = below_index;
                     shared.store.put(
@@ -274,9 +246,7 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
         }
         let mut last_arrival = i64::MIN;
         for (index, bytes) in &entries {
-            shared
-                .store
-                .put(&mut b, CF_LOG, &keys::log(shared.group, *index), bytes);
+            shared.store.put(&mut b, CF_LOG, &keys::log(shared.group, *index), bytes);
             let entry: Entry = decode(bytes)?;
             if let EntryPayload::Normal(Command::Append(batch)) = entry.payload {
                 let arrival = batch.arrival_ms.max(last_arrival);
@@ -291,18 +261,8 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
                 last_arrival = arrival;
             }
         }
-        shared.store.put(
-            &mut b,
-            CF_RAFT_META,
-            &keys::meta(shared.group, TRIM),
-            &encode(&state.first_index)?,
-        );
-        shared.store.put(
-            &mut b,
-            CF_SM_META,
-            &keys::meta(shared.group, SNAPSHOT_META),
-            &encode(&state)?,
-        );
+        shared.store.put(&mut b, CF_RAFT_META, &keys::meta(shared.group, TRIM), &encode(&state.first_index)?);
+        shared.store.put(&mut b, CF_SM_META, &keys::meta(shared.group, SNAPSHOT_META), &encode(&state)?);
         shared.commit(&mut b, &state)?;
         shared.store.write_sync(b)?;
         shared.publish(state);
@@ -311,10 +271,7 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
         let s = &self.shared;
-        match s
-            .store
-            .get(CF_SM_META, &keys::meta(s.group, SNAPSHOT_META))?
-        {
+        match s.store.get(CF_SM_META, &keys::meta(s.group, SNAPSHOT_META))? {
             None => Ok(None),
             Some(b) => {
                 let mut state: ShardState = decode(&b)?;
@@ -328,11 +285,7 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
 
 /// Removes arrival-time index keys of entries below `below_index` (arrival times grow
 /// with the index, so they are a prefix of the group's keys).
-fn drop_ts_index_below(
-    shared: &ShardShared,
-    b: &mut WriteBatch,
-    below_index: u64,
-) -> io::Result<()> {
+fn drop_ts_index_below(shared: &ShardShared, b: &mut WriteBatch, below_index: u64) -> io::Result<()> {
     let (from, to) = keys::group_bounds(shared.group);
     let mut last_below: Option<Box<[u8]>> = None;
     for item in shared.store.scan(CF_TS_INDEX, from.clone(), to) {

@@ -82,20 +82,13 @@ async fn run(
             let _ = first.reply.send(Err(WriteRejection::NotLeader { leader }));
             continue;
         }
-        let permit = in_flight
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("semaphore never closed");
+        let permit = in_flight.clone().acquire_owned().await.expect("semaphore never closed");
         // Everything already waiting joins this entry, up to the caps.
         let mut requests = vec![first];
         let mut count = requests[0].records.len();
         let mut bytes: usize = requests[0].records.iter().map(|r| r.data.len()).sum();
         while let Ok(next) = rx.try_recv() {
-            let (n, b) = (
-                next.records.len(),
-                next.records.iter().map(|r| r.data.len()).sum::<usize>(),
-            );
+            let (n, b) = (next.records.len(), next.records.iter().map(|r| r.data.len()).sum::<usize>());
             if count + n > MAX_RECORDS_PER_ENTRY || bytes + b > MAX_ENTRY_BYTES {
                 carry = Some(next);
                 break;
@@ -129,10 +122,7 @@ async fn run(
             let result = if batch.is_empty() {
                 Ok(None)
             } else {
-                let cmd = Command::Append(RecordBatch {
-                    arrival_ms: crate::now_ms(),
-                    records: batch,
-                });
+                let cmd = Command::Append(RecordBatch { arrival_ms: crate::now_ms(), records: batch });
                 propose(&raft, cmd).await.map(Some)
             };
             for (reply, slots) in pending {
@@ -141,10 +131,9 @@ async fn run(
                     Ok(log_index) => Ok(slots
                         .iter()
                         .map(|slot| match (slot, log_index) {
-                            (Some(pos), Some(index)) => RecordOutcome::Written {
-                                log_index: *index,
-                                position: *pos as u16,
-                            },
+                            (Some(pos), Some(index)) => {
+                                RecordOutcome::Written { log_index: *index, position: *pos as u16 }
+                            }
                             _ => RecordOutcome::Throttled,
                         })
                         .collect()),
@@ -159,17 +148,13 @@ async fn propose(raft: &ShardRaft, cmd: Command) -> Result<u64, WriteRejection> 
     match raft.client_write(cmd).await {
         Ok(resp) => match resp.data {
             Reply::Appended { log_index, .. } => Ok(log_index),
-            other => Err(WriteRejection::Failed(Error::internal(format!(
-                "unexpected reply {other:?}"
-            )))),
+            other => Err(WriteRejection::Failed(Error::internal(format!("unexpected reply {other:?}")))),
         },
         Err(e) => {
             if let Some(fwd) = e.forward_to_leader() {
                 // LogEntryDiscarded also lands here: its outcome is unknown, so the
                 // client must retry (and may see a duplicate), exactly as with Kinesis.
-                return Err(WriteRejection::NotLeader {
-                    leader: fwd.leader_id,
-                });
+                return Err(WriteRejection::NotLeader { leader: fwd.leader_id });
             }
             Err(WriteRejection::Failed(Error::new(
                 ErrorKind::Unavailable,

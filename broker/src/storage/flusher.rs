@@ -26,21 +26,14 @@ impl Flusher {
                     let mut waiting = vec![first];
                     waiting.extend(rx.try_iter());
                     let result = match db.upgrade() {
-                        Some(db) => db
-                            .flush_wal(true)
-                            .map_err(|e| std::io::Error::other(e.to_string())),
+                        Some(db) => db.flush_wal(true).map_err(|e| std::io::Error::other(e.to_string())),
                         None => Err(std::io::Error::other("database closed")),
                     };
                     if let Err(e) = &result {
                         tracing::error!("WAL fsync failed: {e}");
                     }
                     for done in waiting {
-                        done(
-                            result
-                                .as_ref()
-                                .map(|_| ())
-                                .map_err(|e| std::io::Error::other(e.to_string())),
-                        );
+                        done(result.as_ref().map(|_| ()).map_err(|e| std::io::Error::other(e.to_string())));
                     }
                 }
             })

@@ -16,11 +16,7 @@ pub fn log(group: u64, index: u64) -> Vec<u8> {
 
 /// `[from, to)` over log indexes of one group; `to = u64::MAX` means "to the end".
 pub fn log_range(group: u64, from: u64, to: u64) -> (Vec<u8>, Vec<u8>) {
-    let end = if to == u64::MAX {
-        group_bounds(group).1
-    } else {
-        log(group, to)
-    };
+    let end = if to == u64::MAX { group_bounds(group).1 } else { log(group, to) };
     (log(group, from), end)
 }
 
@@ -62,11 +58,7 @@ pub fn describe(key: &[u8]) -> String {
     if key.len() >= 16 {
         format!("group {} / {}", group_of(key), index_of(key))
     } else if key.len() >= 8 {
-        format!(
-            "group {} / {}",
-            group_of(key),
-            String::from_utf8_lossy(&key[8..])
-        )
+        format!("group {} / {}", group_of(key), String::from_utf8_lossy(&key[8..]))
     } else {
         format!("{key:?}")
     }

@@ -34,10 +34,7 @@ pub enum StorageError {
     #[error("corrupt value in {family} at key {key}: checksum mismatch")]
     Corrupt { family: &'static str, key: String },
     #[error("undecodable value in {family}: {reason}")]
-    Decode {
-        family: &'static str,
-        reason: String,
-    },
+    Decode { family: &'static str, reason: String },
 }
 
 impl From<StorageError> for Error {
@@ -90,9 +87,7 @@ impl Store {
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
-        self.db
-            .cf_handle(name)
-            .expect("column family created at open")
+        self.db.cf_handle(name).expect("column family created at open")
     }
 
     /// Reads a checksummed value.
@@ -111,13 +106,7 @@ impl Store {
         batch.delete_cf(self.cf(family), key);
     }
 
-    pub fn delete_range(
-        &self,
-        batch: &mut WriteBatch,
-        family: &'static str,
-        from: &[u8],
-        to: &[u8],
-    ) {
+    pub fn delete_range(&self, batch: &mut WriteBatch, family: &'static str, from: &[u8], to: &[u8]) {
         batch.delete_range_cf(self.cf(family), from, to);
     }
 
@@ -207,8 +196,7 @@ impl Store {
         }
         self.write_sync(batch)?;
         for family in FAMILIES {
-            self.db
-                .compact_range_cf(self.cf(family), Some(&from), Some(&to));
+            self.db.compact_range_cf(self.cf(family), Some(&from), Some(&to));
         }
         Ok(())
     }
@@ -223,10 +211,7 @@ fn seal(value: &[u8]) -> Vec<u8> {
 }
 
 fn unseal(family: &'static str, key: &[u8], stored: &[u8]) -> StorageResult<Vec<u8>> {
-    let corrupt = || StorageError::Corrupt {
-        family,
-        key: keys::describe(key),
-    };
+    let corrupt = || StorageError::Corrupt { family, key: keys::describe(key) };
     if stored.len() < 4 {
         return Err(corrupt());
     }
@@ -254,10 +239,7 @@ mod tests {
         let mut raw = store.db().get_cf(store.cf(CF_LOG), &key).unwrap().unwrap();
         raw[5] ^= 0x01;
         store.db().put_cf(store.cf(CF_LOG), &key, raw).unwrap();
-        assert!(matches!(
-            store.get(CF_LOG, &key),
-            Err(StorageError::Corrupt { .. })
-        ));
+        assert!(matches!(store.get(CF_LOG, &key), Err(StorageError::Corrupt { .. })));
     }
 
     #[test]
@@ -281,12 +263,6 @@ mod tests {
         assert_eq!(store.scan(CF_LOG, from, to).count(), 0);
         let (from, to) = keys::log_range(3, 0, u64::MAX);
         assert_eq!(store.scan(CF_LOG, from.clone(), to.clone()).count(), 5);
-        assert_eq!(
-            store
-                .last_key(CF_LOG, from, to)
-                .unwrap()
-                .map(|k| keys::index_of(&k)),
-            Some(4)
-        );
+        assert_eq!(store.last_key(CF_LOG, from, to).unwrap().map(|k| keys::index_of(&k)), Some(4));
     }
 }

@@ -1,0 +1,477 @@
+//! `make bench`: the same workloads against a local 3-node Freshet cluster and a 3-node
+//! NATS JetStream cluster (file storage, 3 replicas, fsync before ack), measured in the
+//! same run on the same machine, reported side by side with ratios.
+
+use anyhow::Context;
+use freshet_tests::freshet_broker::pb;
+use freshet_tests::{unlimited, Cluster};
+use hdrhistogram::Histogram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const PRODUCERS: usize = 8;
+const BATCH: usize = 100;
+const RECORD: usize = 1024;
+
+fn now_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros() as u64
+}
+
+/// A 1 KiB payload whose first 8 bytes carry the send time, for end-to-end latency.
+fn payload() -> Vec<u8> {
+    let mut v = vec![b'x'; RECORD];
+    v[..8].copy_from_slice(&now_us().to_be_bytes());
+    v
+}
+
+fn sent_at(data: &[u8]) -> Option<u64> {
+    data.get(..8).map(|b| u64::from_be_bytes(b.try_into().unwrap()))
+}
+
+#[derive(Clone)]
+struct Recorder {
+    records: Arc<AtomicU64>,
+    put: Arc<Mutex<Histogram<u64>>>,
+    e2e: Arc<Mutex<Histogram<u64>>>,
+}
+
+impl Recorder {
+    fn new() -> Self {
+        let h = || Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap()));
+        Recorder { records: Arc::new(AtomicU64::new(0)), put: h(), e2e: h() }
+    }
+    fn put_done(&self, started: Instant, records: u64) {
+        let us = started.elapsed().as_micros() as u64;
+        self.put.lock().unwrap().saturating_record(us.max(1));
+        self.records.fetch_add(records, Ordering::Relaxed);
+    }
+    fn received(&self, data: &[u8]) {
+        if let Some(t) = sent_at(data) {
+            self.e2e.lock().unwrap().saturating_record(now_us().saturating_sub(t).max(1));
+        }
+    }
+}
+
+struct Result {
+    name: String,
+    records_per_sec: f64,
+    mib_per_sec: f64,
+    put_p50_ms: f64,
+    put_p99_ms: f64,
+    e2e_p50_ms: f64,
+    e2e_p99_ms: f64,
+}
+
+impl Result {
+    fn from(name: &str, r: &Recorder, elapsed: Duration) -> Result {
+        let n = r.records.load(Ordering::Relaxed) as f64;
+        let put = r.put.lock().unwrap();
+        let e2e = r.e2e.lock().unwrap();
+        let ms = |h: &Histogram<u64>, q: f64| {
+            if h.is_empty() {
+                f64::NAN
+            } else {
+                h.value_at_quantile(q) as f64 / 1000.0
+            }
+        };
+        Result {
+            name: name.into(),
+            records_per_sec: n / elapsed.as_secs_f64(),
+            mib_per_sec: n * RECORD as f64 / 1048576.0 / elapsed.as_secs_f64(),
+            put_p50_ms: ms(&put, 0.5),
+            put_p99_ms: ms(&put, 0.99),
+            e2e_p50_ms: ms(&e2e, 0.5),
+            e2e_p99_ms: ms(&e2e, 0.99),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- Freshet
+
+async fn freshet_run(
+    cluster: &Cluster,
+    stream: &str,
+    batch: usize,
+    duration: Duration,
+) -> anyhow::Result<Result> {
+    let rec = Recorder::new();
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = cluster.client(1);
+    // One subscriber per shard measures end-to-end latency (push, no polling).
+    let shards = client.describe(stream).await?.shards;
+    let mut subs = Vec::new();
+    for (i, s) in shards.iter().enumerate() {
+        let mut api = cluster.client(1 + (i as u64 % 3)).api.clone();
+        let req = pb::SubscribeRequest {
+            stream_name: stream.into(),
+            shard_id: s.shard_id.clone(),
+            iterator_type: pb::IteratorType::Latest as i32,
+            starting_sequence_number: None,
+            timestamp_ms: None,
+        };
+        let rec = rec.clone();
+        let stop = stop.clone();
+        subs.push(tokio::spawn(async move {
+            let mut events = api.subscribe(req).await?.into_inner();
+            while !stop.load(Ordering::Relaxed) {
+                match tokio::time::timeout(Duration::from_millis(200), events.message()).await {
+                    Ok(Ok(Some(e))) => e.records.iter().for_each(|r| rec.received(&r.data)),
+                    Ok(_) => break,
+                    Err(_) => {}
+                }
+            }
+            anyhow::Ok(())
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let start = Instant::now();
+    let mut producers = Vec::new();
+    for p in 0..PRODUCERS {
+        let mut api = cluster.client(1 + (p as u64 % 3)).api.clone();
+        let rec = rec.clone();
+        let stream = stream.to_string();
+        producers.push(tokio::spawn(async move {
+            let mut i = 0u64;
+            while start.elapsed() < duration {
+                let t = Instant::now();
+                if batch == 1 {
+                    i += 1;
+                    let req = pb::PutRecordRequest {
+                        stream_name: stream.clone(),
+                        partition_key: format!("p{p}-{i}"),
+                        data: payload(),
+                        explicit_hash_key: None,
+                    };
+                    api.put_record(req).await?;
+                    rec.put_done(t, 1);
+                } else {
+                    let records = (0..batch)
+                        .map(|_| {
+                            i += 1;
+                            pb::PutRecordsEntry {
+                                partition_key: format!("p{p}-{i}"),
+                                data: payload(),
+                                explicit_hash_key: None,
+                            }
+                        })
+                        .collect();
+                    let resp = api
+                        .put_records(pb::PutRecordsRequest { stream_name: stream.clone(), records })
+                        .await?;
+                    let ok =
+                        resp.get_ref().records.len() as u64 - u64::from(resp.get_ref().failed_record_count);
+                    rec.put_done(t, ok);
+                }
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for p in producers {
+        p.await??;
+    }
+    let elapsed = start.elapsed();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for s in subs {
+        let _ = s.await;
+    }
+    Ok(Result::from(
+        &format!("Freshet gRPC, {}", if batch == 1 { "single puts" } else { "PutRecords x100" }),
+        &rec,
+        elapsed,
+    ))
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .map(|l| l.split_whitespace().nth(1).unwrap().parse().unwrap())
+        })
+        .unwrap_or(0)
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // fields after ')' start at index 3 (state); utime = 14th, stime = 15th overall.
+    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+}
+
+/// Resident memory and idle CPU of a node holding 100 idle shard replicas.
+async fn idle_footprint() -> anyhow::Result<(f64, f64)> {
+    let cluster = Cluster::start(3).await;
+    cluster.create_stream("idle", 100, unlimited()).await;
+    cluster.wait_leaders("idle").await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let pid = cluster.brokers[0].pid().context("node 1 pid")?;
+    let ticks_per_sec = 100.0; // USER_HZ on Linux
+    let t0 = cpu_ticks(pid);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let cpu = (cpu_ticks(pid) - t0) as f64 / ticks_per_sec / 10.0 * 100.0;
+    Ok((rss_kib(pid) as f64 / 1024.0, cpu))
+}
+
+/// Time from SIGKILL of a shard leader to the first acknowledged write on its successor.
+async fn failover_times(rounds: usize) -> anyhow::Result<Vec<Duration>> {
+    let mut cluster = Cluster::start(3).await;
+    cluster.create_stream("fo", 1, unlimited()).await;
+    let mut out = Vec::new();
+    for _ in 0..rounds {
+        let leader = cluster.wait_leaders("fo").await["shardId-000000000000"];
+        let other = (1..=3).find(|id| *id != leader).unwrap();
+        let mut api = cluster.client(other).api.clone();
+        api.put_record(pb::PutRecordRequest {
+            stream_name: "fo".into(),
+            partition_key: "k".into(),
+            data: payload(),
+            explicit_hash_key: None,
+        })
+        .await?;
+        let t0 = Instant::now();
+        cluster.kill(leader);
+        loop {
+            let req = pb::PutRecordRequest {
+                stream_name: "fo".into(),
+                partition_key: "k".into(),
+                data: payload(),
+                explicit_hash_key: None,
+            };
+            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(500), api.put_record(req)).await {
+                break;
+            }
+            anyhow::ensure!(t0.elapsed() < Duration::from_secs(30), "no successor within 30 s");
+        }
+        out.push(t0.elapsed());
+        cluster.start_node(leader);
+        cluster.wait_ready().await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------- NATS JetStream
+
+struct Nats {
+    children: Vec<Child>,
+    urls: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn start_nats(server: &Path) -> anyhow::Result<Nats> {
+    let dir = tempfile::tempdir()?;
+    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+    let mut children = Vec::new();
+    for (i, (client, route)) in ports.iter().enumerate() {
+        let routes: Vec<String> = ports
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, (_, r))| format!("nats://127.0.0.1:{r}"))
+            .collect();
+        let conf = format!(
+            "server_name: n{i}\nlisten: 127.0.0.1:{client}\njetstream {{\n  store_dir: \"{}\"\n  sync_interval: always\n}}\ncluster {{\n  name: bench\n  listen: 127.0.0.1:{route}\n  routes: [{}]\n}}\n",
+            dir.path().join(format!("n{i}")).display(),
+            routes.join(", ")
+        );
+        let path = dir.path().join(format!("n{i}.conf"));
+        std::fs::write(&path, conf)?;
+        let log = std::fs::File::create(dir.path().join(format!("n{i}.log")))?;
+        children.push(
+            Command::new(server)
+                .arg("-c")
+                .arg(&path)
+                .stdout(Stdio::from(log.try_clone()?))
+                .stderr(Stdio::from(log))
+                .spawn()
+                .with_context(|| format!("starting {}", server.display()))?,
+        );
+    }
+    Ok(Nats {
+        children,
+        urls: ports.iter().map(|(c, _)| format!("nats://127.0.0.1:{c}")).collect(),
+        _dir: dir,
+    })
+}
+
+async fn nats_stream(nats: &Nats, name: &str) -> anyhow::Result<async_nats::jetstream::Context> {
+    let client = async_nats::connect(&nats.urls[0]).await?;
+    let js = async_nats::jetstream::new(client);
+    let start = Instant::now();
+    loop {
+        let cfg = async_nats::jetstream::stream::Config {
+            name: name.into(),
+            subjects: vec![format!("{name}.>")],
+            num_replicas: 3,
+            storage: async_nats::jetstream::stream::StorageType::File,
+            ..Default::default()
+        };
+        match js.get_or_create_stream(cfg).await {
+            Ok(_) => return Ok(js),
+            Err(e) if start.elapsed() < Duration::from_secs(30) => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(250)).await
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+async fn nats_run(nats: &Nats, name: &str, batch: usize, duration: Duration) -> anyhow::Result<Result> {
+    let js = nats_stream(nats, name).await?;
+    let rec = Recorder::new();
+    let stop = Arc::new(AtomicBool::new(false));
+    let consumer = {
+        use async_nats::jetstream::consumer;
+        let stream = js.get_stream(name).await?;
+        let c = stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                deliver_policy: consumer::DeliverPolicy::New,
+                ..Default::default()
+            })
+            .await?;
+        let rec = rec.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            use futures::StreamExt;
+            let mut msgs = c.messages().await?;
+            while !stop.load(Ordering::Relaxed) {
+                match tokio::time::timeout(Duration::from_millis(200), msgs.next()).await {
+                    Ok(Some(Ok(m))) => rec.received(&m.payload),
+                    Ok(_) => break,
+                    Err(_) => {}
+                }
+            }
+            anyhow::Ok(())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let start = Instant::now();
+    let mut producers = Vec::new();
+    for p in 0..PRODUCERS {
+        let client = async_nats::connect(&nats.urls[p % 3]).await?;
+        let js = async_nats::jetstream::new(client);
+        let rec = rec.clone();
+        let subject = format!("{name}.p{p}");
+        producers.push(tokio::spawn(async move {
+            while start.elapsed() < duration {
+                // `batch` publishes in flight, then wait for every ack.
+                let mut acks = Vec::with_capacity(batch);
+                for _ in 0..batch {
+                    let t = Instant::now();
+                    acks.push((t, js.publish(subject.clone(), payload().into()).await?));
+                }
+                for (t, ack) in acks {
+                    ack.await?;
+                    rec.put_done(t, 1);
+                }
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for p in producers {
+        p.await??;
+    }
+    let elapsed = start.elapsed();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let _ = consumer.await;
+    let label = if batch == 1 { "single publishes" } else { "100 publishes in flight" };
+    Ok(Result::from(&format!("NATS JetStream, {label}"), &rec, elapsed))
+}
+
+fn row(r: &Result) -> String {
+    format!(
+        "| {} | {:.0} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} |",
+        r.name, r.records_per_sec, r.mib_per_sec, r.put_p50_ms, r.put_p99_ms, r.e2e_p50_ms, r.e2e_p99_ms
+    )
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let nats_server = PathBuf::from(
+        args.iter()
+            .skip_while(|a| *a != "--nats-server")
+            .nth(1)
+            .cloned()
+            .unwrap_or_else(|| "nats-server".into()),
+    );
+    let secs: u64 =
+        args.iter().skip_while(|a| *a != "--seconds").nth(1).and_then(|s| s.parse().ok()).unwrap_or(15);
+    let duration = Duration::from_secs(secs);
+    eprintln!("==> {PRODUCERS} producers, {RECORD}-byte records, {secs} s per run");
+
+    let mut results = Vec::new();
+    {
+        eprintln!("==> Freshet: 3 nodes, stream of 64 shards, replication 3, fsync before ack");
+        let cluster = Cluster::start(3).await;
+        cluster.create_stream("batch", 64, unlimited()).await;
+        cluster.create_stream("single", 64, unlimited()).await;
+        cluster.wait_leaders("batch").await;
+        cluster.wait_leaders("single").await;
+        results.push(freshet_run(&cluster, "batch", BATCH, duration).await?);
+        eprintln!("{}", row(results.last().unwrap()));
+        results.push(freshet_run(&cluster, "single", 1, duration).await?);
+        eprintln!("{}", row(results.last().unwrap()));
+    }
+    {
+        eprintln!(
+            "==> NATS JetStream {}: 3 nodes, file storage, 3 replicas, sync_interval always",
+            nats_server.display()
+        );
+        let nats = start_nats(&nats_server)?;
+        results.push(nats_run(&nats, "BATCH", BATCH, duration).await?);
+        eprintln!("{}", row(results.last().unwrap()));
+        results.push(nats_run(&nats, "SINGLE", 1, duration).await?);
+        eprintln!("{}", row(results.last().unwrap()));
+    }
+    eprintln!("==> Freshet: idle footprint of a node holding 100 shard replicas");
+    let (rss_mib, idle_cpu) = idle_footprint().await?;
+    eprintln!("==> Freshet: failover, SIGKILL of a shard leader to the first acknowledged write");
+    let mut fo = failover_times(3).await?;
+    fo.sort();
+
+    println!("\n| workload | records/s | MiB/s | put p50 ms | put p99 ms | end-to-end p50 ms | end-to-end p99 ms |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for r in &results {
+        println!("{}", row(r));
+    }
+    let ratio = |a: &Result, b: &Result| a.records_per_sec / b.records_per_sec;
+    println!(
+        "\nFreshet / NATS throughput: batched {:.2}x, single {:.2}x",
+        ratio(&results[0], &results[2]),
+        ratio(&results[1], &results[3])
+    );
+    println!(
+        "Freshet / NATS put p99: batched {:.2}x, single {:.2}x",
+        results[0].put_p99_ms / results[2].put_p99_ms,
+        results[1].put_p99_ms / results[3].put_p99_ms
+    );
+    println!("Node with 100 idle shard replicas: {rss_mib:.0} MiB resident, {idle_cpu:.1}% of one core");
+    println!(
+        "Leader SIGKILL to first acknowledged write: {}",
+        fo.iter().map(|d| format!("{:.2} s", d.as_secs_f64())).collect::<Vec<_>>().join(", ")
+    );
+    Ok(())
+}
