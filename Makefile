@@ -54,7 +54,7 @@ $(VENV)/.ok:
 
 ## bench: Freshet against NATS JetStream on this machine, same workload, same run (see docs/benchmarks.md).
 bench: build venv
-	$(BIN)/freshet-bench --nats-server $(VENV)/bin/nats-server --seconds $(or $(BENCH_SECONDS),15)
+	FRESHET_BIN=$(BIN) $(BIN)/freshet-bench --nats-server $(VENV)/bin/nats-server --seconds $(or $(BENCH_SECONDS),15)
 
 fmt:
 	$(CARGO) fmt --all

@@ -314,8 +314,20 @@ fn start_nats(server: &Path) -> anyhow::Result<Nats> {
     })
 }
 
+/// Connects, waiting for a server that is still starting.
+async fn nats_connect(url: &str) -> anyhow::Result<async_nats::Client> {
+    let start = Instant::now();
+    loop {
+        match async_nats::connect(url).await {
+            Ok(c) => return Ok(c),
+            Err(e) if start.elapsed() > Duration::from_secs(30) => return Err(e.into()),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
 async fn nats_stream(nats: &Nats, name: &str) -> anyhow::Result<async_nats::jetstream::Context> {
-    let client = async_nats::connect(&nats.urls[0]).await?;
+    let client = nats_connect(&nats.urls[0]).await?;
     let js = async_nats::jetstream::new(client);
     let start = Instant::now();
     loop {
@@ -369,7 +381,7 @@ async fn nats_run(nats: &Nats, name: &str, batch: usize, duration: Duration) -> 
     let start = Instant::now();
     let mut producers = Vec::new();
     for p in 0..PRODUCERS {
-        let client = async_nats::connect(&nats.urls[p % 3]).await?;
+        let client = nats_connect(&nats.urls[p % 3]).await?;
         let js = async_nats::jetstream::new(client);
         let rec = rec.clone();
         let subject = format!("{name}.p{p}");
