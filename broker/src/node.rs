@@ -318,13 +318,23 @@ impl Node {
         self.announcing.lock().expect("lock").remove(&group);
     }
 
-    /// Where to serve a request for `group`: the local replica when it leads, else the
-    /// leader's node. Waits briefly for an election.
+    /// Where to serve a read for `group`: the local replica when it leads and has applied
+    /// everything committed, else the leader's node. Waits briefly for an election.
     pub async fn leader_target(&self, group: GroupId, replicas: &[NodeId]) -> Result<Target> {
         let deadline = tokio::time::Instant::now() + LEADER_WAIT;
         loop {
             let leader = match self.shard(group) {
-                Some(local) if local.raft.is_leader() => return Ok(Target::Local(local)),
+                Some(local) if local.raft.is_leader() => {
+                    // A new leader may not have applied its predecessor's last entries yet:
+                    // wait until it has (lease read, else read index) so reads see every ack.
+                    let lease = local.raft.ensure_linearizable(openraft::ReadPolicy::LeaseRead).await;
+                    if lease.is_ok()
+                        || local.raft.ensure_linearizable(openraft::ReadPolicy::ReadIndex).await.is_ok()
+                    {
+                        return Ok(Target::Local(local));
+                    }
+                    local.raft.metrics().borrow_watched().current_leader
+                }
                 Some(local) => local.raft.metrics().borrow_watched().current_leader,
                 None => {
                     // No replica here: any replica node will know the leader.

@@ -20,10 +20,9 @@ fn body<T: serde::Serialize>(v: &T) -> Result<Response<pb::PeerWriteReply>, Stat
         .map_err(|e| Status::internal(e.to_string()))
 }
 
-#[tonic::async_trait]
-impl pb::peer_server::Peer for PeerService {
-    async fn raft(&self, req: Request<pb::RaftFrame>) -> Result<Response<pb::RaftFrame>, Status> {
-        let frame = req.into_inner();
+impl PeerService {
+    /// Hands one Raft frame to the local replica of its group.
+    async fn serve(&self, frame: pb::RaftFrame) -> Result<pb::RaftFrame, Status> {
         let out = if frame.group_id == META_GROUP {
             serve_frame(&self.node.meta, frame.kind, &frame.body).await?
         } else {
@@ -33,7 +32,32 @@ impl pb::peer_server::Peer for PeerService {
             })?;
             serve_frame(&replica.raft, frame.kind, &frame.body).await?
         };
-        Ok(Response::new(pb::RaftFrame { group_id: frame.group_id, kind: frame.kind, body: out }))
+        Ok(pb::RaftFrame { group_id: frame.group_id, kind: frame.kind, body: out })
+    }
+}
+
+#[tonic::async_trait]
+impl pb::peer_server::Peer for PeerService {
+    async fn raft(&self, req: Request<pb::RaftFrame>) -> Result<Response<pb::RaftFrame>, Status> {
+        Ok(Response::new(self.serve(req.into_inner()).await?))
+    }
+
+    async fn raft_batch(&self, req: Request<pb::RaftFrames>) -> Result<Response<pb::RaftFrames>, Status> {
+        let frames = req.into_inner().frames;
+        let replies = futures::future::join_all(frames.into_iter().map(|f| async move {
+            let (group_id, kind) = (f.group_id, f.kind);
+            match self.serve(f).await {
+                Ok(reply) => reply,
+                // The same encoding a frame's own error has, so the sender treats it alike.
+                Err(status) => pb::RaftFrame {
+                    group_id,
+                    kind,
+                    body: encode(&Err::<(), String>(status.message().to_string())).unwrap_or_default(),
+                },
+            }
+        }))
+        .await;
+        Ok(Response::new(pb::RaftFrames { frames: replies }))
     }
 
     async fn shard_write(&self, req: Request<pb::PeerWrite>) -> Result<Response<pb::PeerWriteReply>, Status> {

@@ -24,11 +24,13 @@ pub struct LogStore {
     group: GroupId,
     /// Shard groups keep purged entries until retention trims them.
     keeps_records: bool,
+    /// Raft's read floor, cached: every replication read consults it.
+    purged: std::sync::Arc<std::sync::RwLock<Option<Option<LogId>>>>,
 }
 
 impl LogStore {
     pub fn new(store: Store, group: GroupId, keeps_records: bool) -> Self {
-        LogStore { store, group, keeps_records }
+        LogStore { store, group, keeps_records, purged: Default::default() }
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(&self, name: &[u8]) -> io::Result<Option<T>> {
@@ -39,7 +41,12 @@ impl LogStore {
     }
 
     fn purged(&self) -> io::Result<Option<LogId>> {
-        self.read_meta(keys::PURGED)
+        if let Some(p) = *self.purged.read().expect("purged lock") {
+            return Ok(p);
+        }
+        let p: Option<LogId> = self.read_meta(keys::PURGED)?;
+        *self.purged.write().expect("purged lock") = Some(p);
+        Ok(p)
     }
 
     /// Deletes entry bytes below `index` (exclusive).
@@ -159,6 +166,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut b = WriteBatch::default();
         self.store.put(&mut b, CF_RAFT_META, &keys::meta(self.group, keys::PURGED), &encode(&upto)?);
         self.store.write(b)?;
+        *self.purged.write().expect("purged lock") = Some(Some(upto));
         let below = if self.keeps_records {
             let trim: u64 = self.read_meta(TRIM)?.unwrap_or(0);
             trim.min(upto.index + 1)

@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
 use tonic::transport::Channel;
 
 const APPEND: u32 = 1;
@@ -32,9 +33,80 @@ const TRANSFER_LEADER: u32 = 5;
 #[derive(Clone, Default)]
 pub struct PeerPool {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    batchers: Arc<Mutex<HashMap<String, FrameBatcher>>>,
+}
+
+type FrameReply = oneshot::Sender<Result<pb::RaftFrame, tonic::Status>>;
+
+/// Sends Raft frames to one peer: every frame queued while earlier batches are in flight
+/// goes in the next `RaftBatch` call, so a busy node sends one message per peer for many
+/// groups' appends and heartbeats instead of one each.
+#[derive(Clone)]
+struct FrameBatcher {
+    tx: mpsc::UnboundedSender<(pb::RaftFrame, FrameReply)>,
+}
+
+/// Batches in flight per peer.
+const BATCHES_IN_FLIGHT: usize = 8;
+const MAX_FRAMES_PER_BATCH: usize = 512;
+
+impl FrameBatcher {
+    fn start(client: PeerClient<Channel>) -> FrameBatcher {
+        let (tx, mut rx) = mpsc::unbounded_channel::<(pb::RaftFrame, FrameReply)>();
+        tokio::spawn(async move {
+            let permits = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
+            while let Some(first) = rx.recv().await {
+                let permit = permits.clone().acquire_owned().await.expect("never closed");
+                let mut batch = vec![first];
+                while batch.len() < MAX_FRAMES_PER_BATCH {
+                    match rx.try_recv() {
+                        Ok(f) => batch.push(f),
+                        Err(_) => break,
+                    }
+                }
+                let mut client = client.clone();
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let (frames, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+                    match client.raft_batch(pb::RaftFrames { frames }).await {
+                        Ok(resp) => {
+                            let mut frames = resp.into_inner().frames.into_iter();
+                            for reply in replies {
+                                let r =
+                                    frames.next().ok_or_else(|| tonic::Status::internal("short batch reply"));
+                                let _ = reply.send(r);
+                            }
+                        }
+                        Err(status) => {
+                            for reply in replies {
+                                let _ = reply.send(Err(status.clone()));
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        FrameBatcher { tx }
+    }
+
+    async fn call(&self, frame: pb::RaftFrame) -> Result<pb::RaftFrame, tonic::Status> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send((frame, tx)).map_err(|_| tonic::Status::unavailable("peer sender stopped"))?;
+        rx.await.map_err(|_| tonic::Status::unavailable("peer sender dropped the frame"))?
+    }
 }
 
 impl PeerPool {
+    fn batcher(&self, addr: &str) -> FrameBatcher {
+        let mut map = self.batchers.lock().expect("peer pool lock");
+        if let Some(b) = map.get(addr) {
+            return b.clone();
+        }
+        let b = FrameBatcher::start(self.peer(addr));
+        map.insert(addr.to_string(), b.clone());
+        b
+    }
+
     pub fn channel(&self, addr: &str) -> Channel {
         let mut map = self.channels.lock().expect("peer pool lock");
         map.entry(addr.to_string())
@@ -74,13 +146,19 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = GroupNetwork;
 
     async fn new_client(&mut self, _target: NodeId, node: &BasicNode) -> GroupNetwork {
-        GroupNetwork { group: self.group, client: self.pool.peer(&node.addr), records: self.records.clone() }
+        GroupNetwork {
+            group: self.group,
+            client: self.pool.peer(&node.addr),
+            batcher: self.pool.batcher(&node.addr),
+            records: self.records.clone(),
+        }
     }
 }
 
 pub struct GroupNetwork {
     group: GroupId,
     client: PeerClient<Channel>,
+    batcher: FrameBatcher,
     records: Option<crate::storage::Store>,
 }
 
@@ -93,10 +171,18 @@ impl GroupNetwork {
     ) -> Result<Resp, RPCError<TypeConfig>> {
         let body = encode(req).map_err(|e| NetworkError::new(&e))?;
         let frame = pb::RaftFrame { group_id: self.group, kind, body };
-        let reply = match tokio::time::timeout(ttl, self.client.raft(frame)).await {
+        // Snapshots travel alone; everything else shares the peer's batches.
+        let call = async {
+            if kind == SNAPSHOT {
+                self.client.raft(frame).await.map(|r| r.into_inner())
+            } else {
+                self.batcher.call(frame).await
+            }
+        };
+        let reply = match tokio::time::timeout(ttl, call).await {
             Err(_) => return Err(NetworkError::from_string(format!("no answer within {ttl:?}")).into()),
             Ok(Err(s)) => return Err(Unreachable::from_string(s.message().to_string()).into()),
-            Ok(Ok(r)) => r.into_inner(),
+            Ok(Ok(r)) => r,
         };
         let result: Result<Resp, String> = decode(&reply.body).map_err(|e| NetworkError::new(&e))?;
         // A remote Raft error (group stopped or absent) makes the peer unusable for now.

@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 /// Entries are capped near 1 MiB of payload so one entry never stalls replication.
 const MAX_ENTRY_BYTES: usize = 1 << 20;
 /// Proposals in flight per shard: enough to hide one fsync + one round trip.
-const IN_FLIGHT: usize = 4;
+const IN_FLIGHT: usize = 1;
 
 /// The outcome for one record of a write request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -432,6 +432,8 @@ async fn main() -> anyhow::Result<()> {
     let secs: u64 =
         args.iter().skip_while(|a| *a != "--seconds").nth(1).and_then(|s| s.parse().ok()).unwrap_or(15);
     let duration = Duration::from_secs(secs);
+    // `--only freshet` runs just the Freshet throughput runs (for profiling).
+    let only = args.iter().skip_while(|a| *a != "--only").nth(1).cloned();
     eprintln!("==> {PRODUCERS} producers, {RECORD}-byte records, {secs} s per run");
 
     let mut results = Vec::new();
@@ -446,6 +448,9 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("{}", row(results.last().unwrap()));
         results.push(freshet_run(&cluster, "single", 1, duration).await?);
         eprintln!("{}", row(results.last().unwrap()));
+    }
+    if only.as_deref() == Some("freshet") {
+        return Ok(());
     }
     {
         eprintln!(
