@@ -29,7 +29,7 @@ struct Args {
     #[arg(long, env = "FRESHET_HEARTBEAT_MS", default_value_t = 250)]
     heartbeat_ms: u64,
     /// Raft election timeout, lower bound, ms (the upper bound is twice this).
-    #[arg(long, env = "FRESHET_ELECTION_TIMEOUT_MS", default_value_t = 1500)]
+    #[arg(long, env = "FRESHET_ELECTION_TIMEOUT_MS", default_value_t = 750)]
     election_timeout_ms: u64,
     /// How often shard leaders enforce retention, in seconds.
     #[arg(long, env = "FRESHET_RETENTION_CHECK_SECS", default_value_t = 60)]

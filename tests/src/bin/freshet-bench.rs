@@ -436,6 +436,13 @@ async fn main() -> anyhow::Result<()> {
     let only = args.iter().skip_while(|a| *a != "--only").nth(1).cloned();
     eprintln!("==> {PRODUCERS} producers, {RECORD}-byte records, {secs} s per run");
 
+    if only.as_deref() == Some("footprint") {
+        let (rss_mib, idle_cpu) = idle_footprint().await?;
+        let mut fo = failover_times(5).await?;
+        fo.sort();
+        println!("idle: {rss_mib:.0} MiB, {idle_cpu:.1}% of a core; failover: {fo:?}");
+        return Ok(());
+    }
     let mut results = Vec::new();
     {
         eprintln!("==> Freshet: 3 nodes, stream of 64 shards, replication 3, fsync before ack");
