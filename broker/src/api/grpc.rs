@@ -4,7 +4,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::iterator::ShardIterator;
 use crate::limits::{self, ShardLimits};
 use crate::meta::{parse_shard_id, MetaCommand, ShardMeta, StreamMeta};
-use crate::node::{Node, Target, MAX_HOPS};
+use crate::node::{Node, ShardPiece, Target, MAX_HOPS};
 use crate::pb::{self, IteratorType};
 use crate::raft::RecordInput;
 use crate::sequence::SequenceNumber;
@@ -318,16 +318,21 @@ impl pb::freshet_server::Freshet for Api {
             .map(|e| (RecordInput { partition_key: e.partition_key, data: e.data }, e.explicit_hash_key))
             .collect();
         let batches = crate::router::plan(&stream, inputs)?;
-        let writes = batches.into_iter().map(|b| {
-            let node = self.node.clone();
-            async move {
-                let outcome = node.shard_write(b.shard.group_id, &b.shard.replicas, b.records, 0).await;
-                (b.shard, b.positions, outcome)
-            }
-        });
+        let (targets, pieces): (Vec<_>, Vec<_>) = batches
+            .into_iter()
+            .map(|b| {
+                let piece = ShardPiece {
+                    group: b.shard.group_id,
+                    replicas: b.shard.replicas.clone(),
+                    records: b.records,
+                };
+                ((b.shard, b.positions), piece)
+            })
+            .unzip();
+        let outcomes = self.node.write_pieces(pieces, 0).await;
         let mut results = vec![pb::PutRecordsResult::default(); n];
         let mut failed = 0u32;
-        for (shard, positions, outcome) in futures::future::join_all(writes).await {
+        for ((shard, positions), outcome) in targets.into_iter().zip(outcomes) {
             for (i, pos) in positions.into_iter().enumerate() {
                 let slot = &mut results[pos];
                 match outcome.as_ref().map(|o| &o[i]) {

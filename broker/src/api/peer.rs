@@ -2,10 +2,10 @@
 
 use crate::error::{Error, Result};
 use crate::meta::{MetaCommand, MetaReply, META_GROUP};
-use crate::node::{Node, MAX_HOPS};
+use crate::node::{Node, ShardPiece, MAX_HOPS};
 use crate::pb;
 use crate::raft::network::serve_frame;
-use crate::raft::{decode, encode, RecordInput};
+use crate::raft::{decode, encode};
 use crate::shard::writer::RecordOutcome;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -62,19 +62,13 @@ impl pb::peer_server::Peer for PeerService {
 
     async fn shard_write(&self, req: Request<pb::PeerWrite>) -> Result<Response<pb::PeerWriteReply>, Status> {
         let req = req.into_inner();
-        if req.hops > MAX_HOPS {
-            return body(&Err::<Vec<RecordOutcome>, _>(Error::unavailable(
-                "too many forwarding hops; retry",
-            )));
-        }
-        let records: Vec<RecordInput> =
+        let pieces: Vec<ShardPiece> =
             decode(&req.body).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let replicas = self
-            .node
-            .meta_view
-            .read(|m| m.shard_by_group(req.group_id).map(|(_, s)| s.replicas.clone()))
-            .unwrap_or_default();
-        body(&self.node.shard_write(req.group_id, &replicas, records, req.hops).await)
+        if req.hops > MAX_HOPS {
+            let e = Error::unavailable("too many forwarding hops; retry");
+            return body(&pieces.iter().map(|_| Err(e.clone())).collect::<Vec<Result<Vec<RecordOutcome>>>>());
+        }
+        body(&self.node.write_pieces(pieces, req.hops).await)
     }
 
     async fn meta_write(&self, req: Request<pb::PeerWrite>) -> Result<Response<pb::PeerWriteReply>, Status> {
