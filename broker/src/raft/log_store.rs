@@ -26,11 +26,21 @@ pub struct LogStore {
     keeps_records: bool,
     /// Raft's read floor, cached: every replication read consults it.
     purged: std::sync::Arc<std::sync::RwLock<Option<Option<LogId>>>>,
+    /// The latest committed id openraft reported, written with the next append rather than
+    /// on its own (one RocksDB write fewer per entry; a slightly older committed id after
+    /// a crash is still a committed id).
+    committed: std::sync::Arc<std::sync::Mutex<Committed>>,
+}
+
+#[derive(Default)]
+struct Committed {
+    latest: Option<LogId>,
+    unsaved: bool,
 }
 
 impl LogStore {
     pub fn new(store: Store, group: GroupId, keeps_records: bool) -> Self {
-        LogStore { store, group, keeps_records, purged: Default::default() }
+        LogStore { store, group, keeps_records, purged: Default::default(), committed: Default::default() }
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(&self, name: &[u8]) -> io::Result<Option<T>> {
@@ -129,12 +139,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
-        let mut b = WriteBatch::default();
-        self.store.put(&mut b, CF_RAFT_META, &keys::meta(self.group, keys::COMMITTED), &encode(&committed)?);
-        Ok(self.store.write(b)?)
+        let mut c = self.committed.lock().expect("committed lock");
+        c.latest = committed;
+        c.unsaved = true;
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
+        if let Some(c) = self.committed.lock().expect("committed lock").latest {
+            return Ok(Some(c));
+        }
         Ok(self.read_meta::<Option<LogId>>(keys::COMMITTED)?.flatten())
     }
 
@@ -146,6 +160,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut b = WriteBatch::default();
         for entry in entries {
             self.store.put(&mut b, CF_LOG, &keys::log(self.group, entry.index()), &encode(&entry)?);
+        }
+        {
+            let mut c = self.committed.lock().expect("committed lock");
+            if c.unsaved {
+                self.store.put(
+                    &mut b,
+                    CF_RAFT_META,
+                    &keys::meta(self.group, keys::COMMITTED),
+                    &encode(&c.latest)?,
+                );
+                c.unsaved = false;
+            }
         }
         // Readable now; durable once the node-wide WAL sync that follows completes.
         self.store.write(b)?;

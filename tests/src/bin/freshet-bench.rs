@@ -127,6 +127,8 @@ async fn freshet_run(
         }));
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let pids: Vec<u32> = cluster.brokers.iter().filter_map(|b| b.pid()).collect();
+    let cpu_before: u64 = pids.iter().map(|p| cpu_ticks(*p)).sum();
     let start = Instant::now();
     let mut producers = Vec::new();
     for p in 0..PRODUCERS {
@@ -173,6 +175,12 @@ async fn freshet_run(
         p.await??;
     }
     let elapsed = start.elapsed();
+    let cpu_ms = (pids.iter().map(|p| cpu_ticks(*p)).sum::<u64>() - cpu_before) * 10;
+    eprintln!(
+        "    brokers used {:.2} CPU-s: {:.0} CPU-us per record",
+        cpu_ms as f64 / 1000.0,
+        cpu_ms as f64 * 1000.0 / rec.records.load(Ordering::Relaxed).max(1) as f64
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
     for s in subs {
