@@ -38,12 +38,23 @@ pub struct PeerPool {
 
 type FrameReply = oneshot::Sender<Result<pb::RaftFrame, tonic::Status>>;
 
+/// A frame to send; `lazy` frames (heartbeats, commit-index updates) may wait briefly so
+/// that many groups' heartbeats share one message.
+struct Outgoing {
+    frame: pb::RaftFrame,
+    lazy: bool,
+    reply: FrameReply,
+}
+
+/// How long a heartbeat may wait for company: far below any election timeout.
+const HEARTBEAT_LINGER: Duration = Duration::from_millis(20);
+
 /// Sends Raft frames to one peer: every frame queued while earlier batches are in flight
 /// goes in the next `RaftBatch` call, so a busy node sends one message per peer for many
 /// groups' appends and heartbeats instead of one each.
 #[derive(Clone)]
 struct FrameBatcher {
-    tx: mpsc::UnboundedSender<(pb::RaftFrame, FrameReply)>,
+    tx: mpsc::UnboundedSender<Outgoing>,
 }
 
 /// Batches in flight per peer.
@@ -52,12 +63,28 @@ const MAX_FRAMES_PER_BATCH: usize = 512;
 
 impl FrameBatcher {
     fn start(client: PeerClient<Channel>) -> FrameBatcher {
-        let (tx, mut rx) = mpsc::unbounded_channel::<(pb::RaftFrame, FrameReply)>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
         tokio::spawn(async move {
             let permits = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
             while let Some(first) = rx.recv().await {
-                let permit = permits.clone().acquire_owned().await.expect("never closed");
+                let mut urgent = !first.lazy;
                 let mut batch = vec![first];
+                // Heartbeats alone wait a little for others; any real frame sends at once.
+                let linger = tokio::time::sleep(HEARTBEAT_LINGER);
+                tokio::pin!(linger);
+                while !urgent && batch.len() < MAX_FRAMES_PER_BATCH {
+                    tokio::select! {
+                        next = rx.recv() => match next {
+                            Some(f) => {
+                                urgent = !f.lazy;
+                                batch.push(f);
+                            }
+                            None => break,
+                        },
+                        _ = &mut linger => break,
+                    }
+                }
+                let permit = permits.clone().acquire_owned().await.expect("never closed");
                 while batch.len() < MAX_FRAMES_PER_BATCH {
                     match rx.try_recv() {
                         Ok(f) => batch.push(f),
@@ -67,7 +94,8 @@ impl FrameBatcher {
                 let mut client = client.clone();
                 tokio::spawn(async move {
                     let _permit = permit;
-                    let (frames, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+                    let (frames, replies): (Vec<_>, Vec<_>) =
+                        batch.into_iter().map(|o| (o.frame, o.reply)).unzip();
                     match client.raft_batch(pb::RaftFrames { frames }).await {
                         Ok(resp) => {
                             let mut frames = resp.into_inner().frames.into_iter();
@@ -89,9 +117,10 @@ impl FrameBatcher {
         FrameBatcher { tx }
     }
 
-    async fn call(&self, frame: pb::RaftFrame) -> Result<pb::RaftFrame, tonic::Status> {
+    async fn call(&self, frame: pb::RaftFrame, lazy: bool) -> Result<pb::RaftFrame, tonic::Status> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send((frame, tx)).map_err(|_| tonic::Status::unavailable("peer sender stopped"))?;
+        let out = Outgoing { frame, lazy, reply: tx };
+        self.tx.send(out).map_err(|_| tonic::Status::unavailable("peer sender stopped"))?;
         rx.await.map_err(|_| tonic::Status::unavailable("peer sender dropped the frame"))?
     }
 }
@@ -166,6 +195,7 @@ impl GroupNetwork {
     async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &mut self,
         kind: u32,
+        lazy: bool,
         req: &Req,
         ttl: Duration,
     ) -> Result<Resp, RPCError<TypeConfig>> {
@@ -176,7 +206,7 @@ impl GroupNetwork {
             if kind == SNAPSHOT {
                 self.client.raft(frame).await.map(|r| r.into_inner())
             } else {
-                self.batcher.call(frame).await
+                self.batcher.call(frame, lazy).await
             }
         };
         let reply = match tokio::time::timeout(ttl, call).await {
@@ -198,7 +228,8 @@ impl RaftNetworkV2<TypeConfig> for GroupNetwork {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(APPEND, &rpc, option.soft_ttl()).await
+        let lazy = rpc.entries.is_empty();
+        self.call(APPEND, lazy, &rpc, option.soft_ttl()).await
     }
 
     async fn vote(
@@ -206,7 +237,7 @@ impl RaftNetworkV2<TypeConfig> for GroupNetwork {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(VOTE, &rpc, option.soft_ttl()).await
+        self.call(VOTE, false, &rpc, option.soft_ttl()).await
     }
 
     async fn pre_vote(
@@ -214,7 +245,7 @@ impl RaftNetworkV2<TypeConfig> for GroupNetwork {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(PRE_VOTE, &rpc, option.soft_ttl()).await
+        self.call(PRE_VOTE, false, &rpc, option.soft_ttl()).await
     }
 
     async fn transfer_leader(
@@ -222,7 +253,7 @@ impl RaftNetworkV2<TypeConfig> for GroupNetwork {
         req: TransferLeaderRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(TRANSFER_LEADER, &req, option.soft_ttl()).await
+        self.call(TRANSFER_LEADER, false, &req, option.soft_ttl()).await
     }
 
     async fn full_snapshot(
@@ -245,7 +276,7 @@ impl RaftNetworkV2<TypeConfig> for GroupNetwork {
         let req = (vote, snapshot.meta, data);
         tokio::select! {
             closed = cancel => Err(StreamingError::Closed(closed)),
-            r = self.call(SNAPSHOT, &req, option.soft_ttl().max(Duration::from_secs(60))) => Ok(r?),
+            r = self.call(SNAPSHOT, false, &req, option.soft_ttl().max(Duration::from_secs(60))) => Ok(r?),
         }
     }
 }
