@@ -63,10 +63,12 @@ struct Result {
     put_p99_ms: f64,
     e2e_p50_ms: f64,
     e2e_p99_ms: f64,
+    /// Server CPU time per acknowledged record, all three servers together.
+    cpu_us_per_record: f64,
 }
 
 impl Result {
-    fn from(name: &str, r: &Recorder, elapsed: Duration) -> Result {
+    fn from(name: &str, r: &Recorder, elapsed: Duration, server_cpu_ms: u64) -> Result {
         let n = r.records.load(Ordering::Relaxed) as f64;
         let put = r.put.lock().unwrap();
         let e2e = r.e2e.lock().unwrap();
@@ -85,6 +87,7 @@ impl Result {
             put_p99_ms: ms(&put, 0.99),
             e2e_p50_ms: ms(&e2e, 0.5),
             e2e_p99_ms: ms(&e2e, 0.99),
+            cpu_us_per_record: server_cpu_ms as f64 * 1000.0 / n.max(1.0),
         }
     }
 }
@@ -176,11 +179,6 @@ async fn freshet_run(
     }
     let elapsed = start.elapsed();
     let cpu_ms = (pids.iter().map(|p| cpu_ticks(*p)).sum::<u64>() - cpu_before) * 10;
-    eprintln!(
-        "    brokers used {:.2} CPU-s: {:.0} CPU-us per record",
-        cpu_ms as f64 / 1000.0,
-        cpu_ms as f64 * 1000.0 / rec.records.load(Ordering::Relaxed).max(1) as f64
-    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
     for s in subs {
@@ -190,6 +188,7 @@ async fn freshet_run(
         &format!("Freshet gRPC, {}", if batch == 1 { "single puts" } else { "PutRecords x100" }),
         &rec,
         elapsed,
+        cpu_ms,
     ))
 }
 
@@ -386,6 +385,8 @@ async fn nats_run(nats: &Nats, name: &str, batch: usize, duration: Duration) -> 
         })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let pids: Vec<u32> = nats.children.iter().map(|c| c.id()).collect();
+    let cpu_before: u64 = pids.iter().map(|p| cpu_ticks(*p)).sum();
     let start = Instant::now();
     let mut producers = Vec::new();
     for p in 0..PRODUCERS {
@@ -413,21 +414,29 @@ async fn nats_run(nats: &Nats, name: &str, batch: usize, duration: Duration) -> 
         p.await??;
     }
     let elapsed = start.elapsed();
+    let cpu_ms = (pids.iter().map(|p| cpu_ticks(*p)).sum::<u64>() - cpu_before) * 10;
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
     let _ = consumer.await;
     let label = if batch == 1 { "single publishes" } else { "100 publishes in flight" };
-    Ok(Result::from(&format!("NATS JetStream, {label}"), &rec, elapsed))
+    Ok(Result::from(&format!("NATS JetStream, {label}"), &rec, elapsed, cpu_ms))
 }
 
 fn row(r: &Result) -> String {
     format!(
-        "| {} | {:.0} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} |",
-        r.name, r.records_per_sec, r.mib_per_sec, r.put_p50_ms, r.put_p99_ms, r.e2e_p50_ms, r.e2e_p99_ms
+        "| {} | {:.0} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} |",
+        r.name,
+        r.records_per_sec,
+        r.mib_per_sec,
+        r.put_p50_ms,
+        r.put_p99_ms,
+        r.e2e_p50_ms,
+        r.e2e_p99_ms,
+        r.cpu_us_per_record
     )
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let nats_server = PathBuf::from(
@@ -484,8 +493,8 @@ async fn main() -> anyhow::Result<()> {
     let mut fo = failover_times(3).await?;
     fo.sort();
 
-    println!("\n| workload | records/s | MiB/s | put p50 ms | put p99 ms | end-to-end p50 ms | end-to-end p99 ms |");
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!("\n| workload | records/s | MiB/s | put p50 ms | put p99 ms | end-to-end p50 ms | end-to-end p99 ms | server CPU-us/record |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for r in &results {
         println!("{}", row(r));
     }
