@@ -13,23 +13,22 @@ fn endpoints(c: &Cluster) -> Vec<String> {
     c.brokers.iter().map(|b| b.endpoint()).collect()
 }
 
+/// Starts the producers on stream "orders", each stopping after `max` acknowledgements
+/// (or when the ledger says stop).
+fn spawn_producers(c: &Cluster, max: usize, ledger: &Arc<Ledger>) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..PRODUCERS)
+        .map(|p| {
+            tokio::spawn(produce(endpoints(c), "orders".into(), p, KEYS_PER_PRODUCER, max, ledger.clone()))
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_records_survive_each_shard_leader_being_killed() {
     let mut cluster = Cluster::start(3).await;
     cluster.create_stream("orders", 4, unlimited()).await;
     let ledger = Arc::new(Ledger::default());
-    let producers: Vec<_> = (0..PRODUCERS)
-        .map(|p| {
-            tokio::spawn(produce(
-                endpoints(&cluster),
-                "orders".into(),
-                p,
-                KEYS_PER_PRODUCER,
-                usize::MAX,
-                ledger.clone(),
-            ))
-        })
-        .collect();
+    let producers = spawn_producers(&cluster, usize::MAX, &ledger);
 
     // Kill each shard's leader in turn with SIGKILL, then bring it back.
     for shard in
@@ -70,18 +69,7 @@ async fn acknowledged_records_survive_sigkill_of_every_node() {
     let mut cluster = Cluster::start(3).await;
     cluster.create_stream("orders", 4, unlimited()).await;
     let ledger = Arc::new(Ledger::default());
-    let producers: Vec<_> = (0..PRODUCERS)
-        .map(|p| {
-            tokio::spawn(produce(
-                endpoints(&cluster),
-                "orders".into(),
-                p,
-                KEYS_PER_PRODUCER,
-                2_500,
-                ledger.clone(),
-            ))
-        })
-        .collect();
+    let producers = spawn_producers(&cluster, 2_500, &ledger);
     // Kill everything while the producers are still writing.
     while ledger.acked.load(Ordering::Relaxed) < 6_000 {
         tokio::time::sleep(Duration::from_millis(10)).await;
