@@ -454,3 +454,72 @@ async fn bad_input_gets_kinesis_errors_and_changes_nothing() {
         assert!(!cluster.log(b.id).contains("panicked"), "node {} panicked", b.id);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_without_a_replica_forward_every_call() {
+    // Replication 1 over 3 nodes: each shard lives on one node only, so most calls must
+    // be forwarded by a node that holds no replica of the shard.
+    let cluster = Cluster::start(3).await;
+    cluster
+        .any_client()
+        .api
+        .clone()
+        .create_stream(pb::CreateStreamRequest {
+            stream_name: "thin".into(),
+            shard_count: 3,
+            retention_hours: None,
+            replication_factor: Some(1),
+            limits: unlimited(),
+        })
+        .await
+        .unwrap();
+    cluster.wait_leaders("thin").await;
+    let d = cluster.client(1).describe("thin").await.unwrap();
+    assert!(d.shards.iter().all(|s| s.replicas.len() == 1));
+    let shard0_home = d.shards[0].replicas[0];
+    let elsewhere = (1..=3).find(|n| *n != shard0_home).unwrap();
+
+    // A subscriber on a node without the shard gets the records pushed through it.
+    let mut events = cluster
+        .client(elsewhere)
+        .api
+        .clone()
+        .subscribe(pb::SubscribeRequest {
+            stream_name: "thin".into(),
+            shard_id: "shardId-000000000000".into(),
+            iterator_type: IteratorType::TrimHorizon as i32,
+            starting_sequence_number: None,
+            timestamp_ms: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut written = 0;
+    for node in 1..=3 {
+        let mut api = cluster.client(node).api.clone();
+        let records =
+            (0..60).map(|i| entry(&format!("n{node}-k{i}"), format!("n{node}-{i}").into_bytes())).collect();
+        let resp = api
+            .put_records(pb::PutRecordsRequest { stream_name: "thin".into(), records })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(resp.failed_record_count, 0);
+        written += resp.records.len();
+    }
+    for node in 1..=3 {
+        let read = read_all(&cluster.client(node), "thin").await;
+        assert_eq!(read.values().map(|v| v.len()).sum::<usize>(), written, "read through node {node}");
+    }
+    let on_shard0 = read_all(&cluster.client(1), "thin").await["shardId-000000000000"].len();
+    let mut pushed = 0;
+    while pushed < on_shard0 {
+        let e = tokio::time::timeout(Duration::from_secs(10), events.message())
+            .await
+            .expect("pushed")
+            .unwrap()
+            .unwrap();
+        pushed += e.records.len();
+    }
+    assert_eq!(pushed, on_shard0);
+}
