@@ -183,7 +183,9 @@ async fn every_iterator_type_starts_where_kinesis_says() {
         .unwrap()
         .into_inner();
     assert_eq!(page.records.len(), 4);
-    assert!(page.millis_behind_latest > 0 || page.records[3].sequence_number == seqs[3]);
+    // Records 0-3 arrived at least 40 ms before the newest one.
+    assert!(page.millis_behind_latest >= 40, "{}", page.millis_behind_latest);
+    assert_eq!(page.records[3].sequence_number, seqs[3]);
     let rest = client.read_to_end(page.next_shard_iterator.unwrap()).await.unwrap();
     assert_eq!(rest.len(), 7);
     assert_eq!(rest[0].sequence_number, seqs[4]);
@@ -240,16 +242,17 @@ async fn subscribe_pushes_records_as_they_commit() {
 async fn shard_write_limits_throttle_per_record() {
     let cluster = Cluster::start(3).await;
     cluster.create_stream("limited", 1, None).await;
-    let mut api = cluster.client(1).api.clone();
+    let api = cluster.client(1).api.clone();
     let mut ok = 0;
     let mut throttled = 0;
-    for _ in 0..4 {
+    // Four requests at once: 2,000 records within one refill period of a 1,000 records/s shard.
+    let requests = (0..4).map(|_| {
+        let mut api = api.clone();
         let records = (0..500).map(|i| entry(&format!("k{i}"), vec![1u8; 10])).collect();
-        let resp = api
-            .put_records(pb::PutRecordsRequest { stream_name: "limited".into(), records })
-            .await
-            .unwrap()
-            .into_inner();
+        async move { api.put_records(pb::PutRecordsRequest { stream_name: "limited".into(), records }).await }
+    });
+    for resp in futures::future::join_all(requests).await {
+        let resp = resp.unwrap().into_inner();
         for r in &resp.records {
             if r.error_code.is_empty() {
                 ok += 1;
@@ -303,12 +306,12 @@ async fn records_past_retention_disappear() {
     // An iterator taken before expiry does not bring expired records back either.
     let page = client.read_to_end(early).await.unwrap();
     assert_eq!(page.len(), 1);
-    // The trim happened in the log too: the shard's first retained index moved past the old entries.
-    assert!(
-        cluster.log(1).contains("retention: trimming")
-            || cluster.log(2).contains("retention: trimming")
-            || cluster.log(3).contains("retention: trimming")
-    );
+    // The leader also trims the log itself (in the background, within a few checks).
+    let start = std::time::Instant::now();
+    while !(1..=3).any(|n| cluster.log(n).contains("retention: trimming")) {
+        assert!(start.elapsed() < Duration::from_secs(20), "no retention trim\n{}", cluster.log_tails());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
