@@ -12,8 +12,10 @@ pub const MAX_RETENTION_HOURS: u32 = 8_760;
 pub const DEFAULT_RETENTION_HOURS: u32 = 24;
 pub const DEFAULT_REPLICATION: u32 = 3;
 pub const MAX_REPLICATION: u32 = 5;
-/// Shards one stream may have (Kinesis' default account quota is 500; we allow more).
-pub const MAX_SHARDS_PER_STREAM: u32 = 10_000;
+/// Shards one stream may have: Kinesis' default shard quota. Each shard is a Raft group
+/// with a replica on `replication` nodes, so this also bounds what one request can ask
+/// of a node (about 0.5 MiB and a few tasks per replica).
+pub const MAX_SHARDS_PER_STREAM: u32 = 500;
 pub const DEFAULT_SHARD_WRITE_BYTES: u64 = 1024 * 1024;
 pub const DEFAULT_SHARD_WRITE_RECORDS: u64 = 1_000;
 

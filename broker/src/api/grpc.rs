@@ -446,15 +446,15 @@ impl pb::freshet_server::Freshet for Api {
         // a follower serves up to what it has applied.
         let replica = match self.node.shard(shard.group_id) {
             Some(replica) => replica,
-            None => {
-                let addr = match self.node.leader_target(shard.group_id, &shard.replicas).await? {
-                    Target::Remote(addr) => addr,
-                    Target::Local(_) => unreachable!("no local replica"),
-                };
-                let fwd = forwarded(r, hops)?;
-                let upstream = self.node.pool.api(&addr).subscribe(fwd).await?.into_inner();
-                return Ok(Response::new(Box::pin(upstream)));
-            }
+            None => match self.node.leader_target(shard.group_id, &shard.replicas).await? {
+                // A replica may have started here meanwhile.
+                Target::Local(replica) => replica,
+                Target::Remote(addr) => {
+                    let fwd = forwarded(r, hops)?;
+                    let upstream = self.node.pool.api(&addr).subscribe(fwd).await?.into_inner();
+                    return Ok(Response::new(Box::pin(upstream)));
+                }
+            },
         };
         let mut pos = start_position(&replica, shard.epoch, kind, seq, r.timestamp_ms)?;
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::SubscribeEvent, Status>>(4);
