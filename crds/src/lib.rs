@@ -1,4 +1,6 @@
 //! Freshet's Kubernetes custom resources (`Stream`, `DeliveryStream`) and the capacity
-//! arithmetic that turns declared throughput into shards and broker pods.
+//! arithmetic that turns declared throughput into shards and broker pods. No I/O.
 //!
-//! Empty until the operator issue fills it: the broker does not depend on it.
+//! The resource types arrive with the operator issue; the arithmetic is here already.
+
+pub mod capacity;
