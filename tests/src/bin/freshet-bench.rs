@@ -130,8 +130,7 @@ async fn freshet_run(
         }));
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let pids: Vec<u32> = cluster.brokers.iter().filter_map(|b| b.pid()).collect();
-    let cpu_before: u64 = pids.iter().map(|p| cpu_ticks(*p)).sum();
+    let cpu = CpuWindow::start(cluster.brokers.iter().filter_map(|b| b.pid()).collect());
     let start = Instant::now();
     let mut producers = Vec::new();
     for p in 0..PRODUCERS {
@@ -178,7 +177,7 @@ async fn freshet_run(
         p.await??;
     }
     let elapsed = start.elapsed();
-    let cpu_ms = (pids.iter().map(|p| cpu_ticks(*p)).sum::<u64>() - cpu_before) * 10;
+    let cpu_ms = cpu.elapsed_ms();
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
     for s in subs {
@@ -210,6 +209,24 @@ fn cpu_ticks(pid: u32) -> u64 {
     // fields after ')' start at index 3 (state); utime = 14th, stime = 15th overall.
     f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
         + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+}
+
+/// CPU time used by a set of server processes since `start`.
+struct CpuWindow {
+    pids: Vec<u32>,
+    before: u64,
+}
+
+impl CpuWindow {
+    fn start(pids: Vec<u32>) -> CpuWindow {
+        let before = pids.iter().map(|p| cpu_ticks(*p)).sum();
+        CpuWindow { pids, before }
+    }
+
+    /// Milliseconds of CPU (USER_HZ is 100 on Linux: one tick is 10 ms).
+    fn elapsed_ms(&self) -> u64 {
+        (self.pids.iter().map(|p| cpu_ticks(*p)).sum::<u64>() - self.before) * 10
+    }
 }
 
 /// Resident memory and idle CPU of a node holding 100 idle shard replicas.
@@ -385,8 +402,7 @@ async fn nats_run(nats: &Nats, name: &str, batch: usize, duration: Duration) -> 
         })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let pids: Vec<u32> = nats.children.iter().map(|c| c.id()).collect();
-    let cpu_before: u64 = pids.iter().map(|p| cpu_ticks(*p)).sum();
+    let cpu = CpuWindow::start(nats.children.iter().map(|c| c.id()).collect());
     let start = Instant::now();
     let mut producers = Vec::new();
     for p in 0..PRODUCERS {
@@ -414,7 +430,7 @@ async fn nats_run(nats: &Nats, name: &str, batch: usize, duration: Duration) -> 
         p.await??;
     }
     let elapsed = start.elapsed();
-    let cpu_ms = (pids.iter().map(|p| cpu_ticks(*p)).sum::<u64>() - cpu_before) * 10;
+    let cpu_ms = cpu.elapsed_ms();
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
     let _ = consumer.await;
