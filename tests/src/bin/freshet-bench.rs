@@ -118,14 +118,8 @@ async fn freshet_run(
         let rec = rec.clone();
         let stop = stop.clone();
         subs.push(tokio::spawn(async move {
-            let mut events = api.subscribe(req).await?.into_inner();
-            while !stop.load(Ordering::Relaxed) {
-                match tokio::time::timeout(Duration::from_millis(200), events.message()).await {
-                    Ok(Ok(Some(e))) => e.records.iter().for_each(|r| rec.received(&r.data)),
-                    Ok(_) => break,
-                    Err(_) => {}
-                }
-            }
+            let events = api.subscribe(req).await?.into_inner();
+            consume_until(events, &stop, |e| e.records.iter().for_each(|r| rec.received(&r.data))).await;
             anyhow::Ok(())
         }));
     }
@@ -209,6 +203,22 @@ fn cpu_ticks(pid: u32) -> u64 {
     // fields after ')' start at index 3 (state); utime = 14th, stime = 15th overall.
     f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
         + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+}
+
+/// Feeds every item of a consumer's stream to `on_item` until `stop` is set or the stream
+/// ends or fails (checking `stop` at least every 200 ms).
+async fn consume_until<S, T, E>(mut items: S, stop: &AtomicBool, mut on_item: impl FnMut(T))
+where
+    S: futures::Stream<Item = std::result::Result<T, E>> + Unpin,
+{
+    use futures::StreamExt;
+    while !stop.load(Ordering::Relaxed) {
+        match tokio::time::timeout(Duration::from_millis(200), items.next()).await {
+            Ok(Some(Ok(item))) => on_item(item),
+            Ok(_) => break,
+            Err(_) => {}
+        }
+    }
 }
 
 /// CPU time used by a set of server processes since `start`.
@@ -389,15 +399,8 @@ async fn nats_run(nats: &Nats, name: &str, batch: usize, duration: Duration) -> 
         let rec = rec.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
-            use futures::StreamExt;
-            let mut msgs = c.messages().await?;
-            while !stop.load(Ordering::Relaxed) {
-                match tokio::time::timeout(Duration::from_millis(200), msgs.next()).await {
-                    Ok(Some(Ok(m))) => rec.received(&m.payload),
-                    Ok(_) => break,
-                    Err(_) => {}
-                }
-            }
+            let msgs = c.messages().await?;
+            consume_until(msgs, &stop, |m| rec.received(&m.payload)).await;
             anyhow::Ok(())
         })
     };
