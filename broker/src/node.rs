@@ -574,11 +574,73 @@ impl Node {
         out
     }
 
+    /// Joined and serving: a voter of the metadata group that knows its leader and has
+    /// applied the cluster's metadata.
+    pub fn is_ready(&self) -> bool {
+        let m = self.meta.metrics().borrow_watched().clone();
+        m.current_leader.is_some()
+            && m.membership_config.voter_ids().any(|id| id == self.id)
+            && self.meta_view.read(|m| !m.secret.is_empty())
+    }
+
+    /// Asks every group this node leads to hand leadership to its most caught-up voter, then
+    /// waits (at most `within`) until none is led here. Returns how many groups moved.
+    pub async fn hand_off_leadership(&self, within: Duration) -> usize {
+        let shards = self.local_shards();
+        let mut asked = usize::from(hand_off(&self.meta, self.id).await);
+        for r in &shards {
+            asked += usize::from(hand_off(&r.raft, self.id).await);
+        }
+        if asked == 0 {
+            return 0;
+        }
+        let still_led = || {
+            usize::from(leads(&self.meta, self.id))
+                + shards.iter().filter(|r| leads(&r.raft, self.id)).count()
+        };
+        let deadline = tokio::time::Instant::now() + within;
+        while still_led() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        asked.saturating_sub(still_led())
+    }
+
     pub async fn shutdown(&self) {
         for r in self.local_shards() {
             let _ = r.raft.shutdown().await;
         }
         let _ = self.meta.shutdown().await;
         let _ = self.store.db().flush_wal(true);
+    }
+}
+
+fn leads<SM: openraft::storage::RaftStateMachine<TypeConfig>>(
+    raft: &openraft::Raft<TypeConfig, SM>,
+    me: NodeId,
+) -> bool {
+    raft.metrics().borrow_watched().current_leader == Some(me)
+}
+
+/// Triggers a leadership transfer to the voter whose log matches the leader's furthest.
+/// Returns false when this node does not lead the group or has no other voter.
+async fn hand_off<SM: openraft::storage::RaftStateMachine<TypeConfig>>(
+    raft: &openraft::Raft<TypeConfig, SM>,
+    me: NodeId,
+) -> bool {
+    let m = raft.metrics().borrow_watched().clone();
+    if m.current_leader != Some(me) {
+        return false;
+    }
+    let voters: HashSet<NodeId> = m.membership_config.voter_ids().collect();
+    let target = m
+        .replication
+        .iter()
+        .flatten()
+        .filter(|(id, _)| **id != me && voters.contains(id))
+        .max_by_key(|(_, matched)| matched.as_ref().map(|l| l.index))
+        .map(|(id, _)| *id);
+    match target {
+        Some(to) => raft.trigger().transfer_leader(to).await.is_ok(),
+        None => false,
     }
 }

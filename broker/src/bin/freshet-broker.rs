@@ -13,8 +13,12 @@ use std::time::Duration;
 #[command(name = "freshet-broker", version, about = "Run one Freshet broker node")]
 struct Args {
     /// This node's id: a positive integer, unique in the cluster and stable across restarts.
-    #[arg(long, env = "FRESHET_NODE_ID")]
-    id: u64,
+    #[arg(long, env = "FRESHET_NODE_ID", required_unless_present = "id_from_hostname")]
+    id: Option<u64>,
+    /// Take the id from the host name's ordinal suffix plus one (`demo-broker-0` is node 1),
+    /// as a StatefulSet pod does: its identity is its ordinal.
+    #[arg(long, env = "FRESHET_ID_FROM_HOSTNAME", conflicts_with = "id")]
+    id_from_hostname: bool,
     /// Address to listen on for gRPC (clients and peers).
     #[arg(long, env = "FRESHET_LISTEN", default_value = "127.0.0.1:50051")]
     listen: SocketAddr,
@@ -39,6 +43,21 @@ struct Args {
     retention_hour_ms: i64,
 }
 
+/// The StatefulSet ordinal at the end of a pod's host name, plus one (Raft ids start at 1).
+fn id_from_hostname(hostname: &str) -> anyhow::Result<u64> {
+    let ordinal = hostname.rsplit_once('-').map(|(_, n)| n).unwrap_or("");
+    let ordinal: u64 = ordinal.parse().with_context(|| {
+        format!("host name '{hostname}' does not end in -<ordinal>: pass --id instead of --id-from-hostname")
+    })?;
+    Ok(ordinal + 1)
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_string()
+    })
+}
+
 fn parse_peers(spec: &str) -> anyhow::Result<BTreeMap<u64, String>> {
     spec.split(',')
         .filter(|p| !p.trim().is_empty())
@@ -48,7 +67,11 @@ fn parse_peers(spec: &str) -> anyhow::Result<BTreeMap<u64, String>> {
                 .split_once('=')
                 .with_context(|| format!("peer '{p}' must look like 2=127.0.0.1:50052"))?;
             let id: u64 = id.parse().with_context(|| format!("peer id '{id}' is not a number"))?;
-            addr.parse::<SocketAddr>().with_context(|| format!("peer address '{addr}' is not host:port"))?;
+            let port = addr.rsplit_once(':').map(|(host, port)| (host.is_empty(), port.parse::<u16>()));
+            anyhow::ensure!(
+                matches!(port, Some((false, Ok(_)))),
+                "peer address '{addr}' must be host:port (a DNS name or an IP address)"
+            );
             Ok((id, addr.to_string()))
         })
         .collect()
@@ -64,17 +87,21 @@ async fn main() -> anyhow::Result<()> {
         .with_target(false)
         .init();
     let args = Args::parse();
-    anyhow::ensure!(args.id > 0, "--id must be a positive integer");
+    let id = match args.id {
+        Some(id) => id,
+        None => id_from_hostname(&hostname())?,
+    };
+    anyhow::ensure!(id > 0, "--id must be a positive integer");
     let peers = match &args.peers {
         Some(spec) => parse_peers(spec)?,
-        None => BTreeMap::from([(args.id, args.listen.to_string())]),
+        None => BTreeMap::from([(id, args.listen.to_string())]),
     };
     let advertise = peers
-        .get(&args.id)
+        .get(&id)
         .cloned()
-        .with_context(|| format!("--peers must include this node ({}={})", args.id, args.listen))?;
+        .with_context(|| format!("--peers must include this node ({}={})", id, args.listen))?;
     let config = NodeConfig {
-        id: args.id,
+        id,
         advertise,
         data_dir: args.data_dir.clone(),
         peers,
@@ -88,16 +115,20 @@ async fn main() -> anyhow::Result<()> {
     };
     let node = Node::start(config)
         .await
-        .with_context(|| format!("starting node {} with data in {}", args.id, args.data_dir.display()))?;
-    tracing::info!("node {} serving gRPC on {}", args.id, args.listen);
-    let shutdown = async {
+        .with_context(|| format!("starting node {} with data in {}", id, args.data_dir.display()))?;
+    tracing::info!("node {} serving gRPC on {}", id, args.listen);
+    let leaving = node.clone();
+    let shutdown = async move {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
         }
-        tracing::info!("shutting down");
+        // Leaders hand their groups to caught-up followers while this node still serves
+        // Raft traffic, so a rolling restart costs clients a leader change, not an election.
+        let handed = leaving.hand_off_leadership(Duration::from_secs(5)).await;
+        tracing::info!("shutting down (handed leadership of {handed} groups to other nodes)");
     };
     freshet_broker::api::serve(node.clone(), args.listen, shutdown).await?;
     node.shutdown().await;
