@@ -47,6 +47,8 @@ impl std::fmt::Display for CapacityError {
     }
 }
 
+impl std::error::Error for CapacityError {}
+
 fn shards_for(value: f64, per_shard: f64, field: &'static str) -> Result<u64, CapacityError> {
     if !value.is_finite() || value < 0.0 {
         return Err(CapacityError::Invalid(field));
