@@ -4,6 +4,8 @@
 //! Binaries come from the profile `make test` built (`FRESHET_BIN`, or the directory
 //! above this test executable); tests never invoke cargo.
 
+pub mod kube_api;
+
 use freshet_broker::client::Client;
 use freshet_broker::pb;
 use std::collections::BTreeMap;

@@ -1,0 +1,460 @@
+//! The reconciler: brings each `Stream`'s objects and brokers to what its spec declares,
+//! reports every step in status and Events, and tears down in order on deletion.
+
+use crate::broker::{Admin, Locator, Observed};
+use crate::desired::statefulset::{keep_immutable_fields, statefulset};
+use crate::desired::{configmap, pdb, services, Plan, Settings, FIELD_MANAGER};
+use crate::metrics::Metrics;
+use crate::status::{conditions, same_conditions, Phase};
+use freshet_crds::stream::{BrokerCounts, DeletionPolicy, Endpoints, StreamStatus};
+use freshet_crds::Stream;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::NamespaceResourceScope;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
+use kube::runtime::finalizer::{finalizer, Event};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Keeps a Stream until its brokers, data and volumes are gone (as its deletionPolicy says).
+pub const FINALIZER: &str = "freshet.dev/teardown";
+/// Escape hatch: with this annotation set to "true", deleting a Stream skips the teardown
+/// (use it when the brokers are gone and the finalizer cannot finish).
+pub const SKIP_TEARDOWN_ANNOTATION: &str = "freshet.dev/skip-teardown";
+/// How often a healthy Stream is looked at even without a change.
+const RESYNC: Duration = Duration::from_secs(300);
+/// How soon a Stream with work under way is looked at again.
+const PROGRESS_POLL: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("broker admin API at {endpoint}: {status}")]
+    Broker { endpoint: String, status: tonic::Status },
+    #[error("{0}")]
+    TeardownPending(String),
+    #[error("{0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+}
+
+impl Error {
+    /// A short reason for status conditions, Events and metrics.
+    pub fn reason(&self) -> String {
+        match self {
+            Error::Kube(kube::Error::Api(s)) if !s.reason.is_empty() => s.reason.clone(),
+            Error::Kube(_) => "KubernetesApiError".into(),
+            Error::Broker { .. } => "BrokerUnavailable".into(),
+            Error::TeardownPending(_) => "TeardownPending".into(),
+            Error::Finalizer(inner) => match inner.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.reason(),
+                _ => "FinalizerFailed".into(),
+            },
+        }
+    }
+}
+
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub locate: Locator,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    /// Consecutive failures per Stream, for exponential backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(client: Client, settings: Settings, locate: Locator) -> Context {
+        let recorder = Recorder::new(client.clone(), FIELD_MANAGER.into());
+        Context {
+            client,
+            settings,
+            locate,
+            recorder,
+            metrics: Arc::new(Metrics::default()),
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn event(&self, stream: &Stream, type_: EventType, reason: &str, note: String) {
+        let ev = KubeEvent {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &stream.object_ref(&())).await {
+            tracing::debug!("could not publish event {reason}: {e}");
+        }
+    }
+}
+
+fn key(stream: &Stream) -> String {
+    format!("{}/{}", stream.namespace().unwrap_or_default(), stream.name_any())
+}
+
+pub async fn reconcile(stream: Arc<Stream>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let start = Instant::now();
+    let ns = stream.namespace().unwrap_or_else(|| "default".into());
+    let api: Api<Stream> = Api::namespaced(ctx.client.clone(), &ns);
+    let c = ctx.clone();
+    let result = finalizer(&api, FINALIZER, stream.clone(), |event| async move {
+        match event {
+            Event::Apply(s) => apply(&s, &c).await,
+            Event::Cleanup(s) => teardown(&s, &c).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    ctx.metrics.reconciled(start.elapsed());
+    match &result {
+        Ok(_) => {
+            ctx.failures.lock().expect("lock").remove(&key(&stream));
+        }
+        Err(e) => {
+            let reason = e.reason();
+            ctx.metrics.failed(&reason);
+            tracing::warn!(stream = %key(&stream), %reason, "reconcile failed: {e}");
+            if stream.meta().deletion_timestamp.is_none() {
+                // Best effort: the error itself is what gets retried.
+                let phase = Phase::Degraded { reason, message: e.to_string() };
+                let _ = write_status(&stream, &ctx, &phase, None, None, None).await;
+            }
+        }
+    }
+    result
+}
+
+/// Retries with exponential backoff per Stream: 1 s, 2 s, 4 s ... up to 5 minutes.
+pub fn error_policy(stream: Arc<Stream>, _error: &Error, ctx: Arc<Context>) -> Action {
+    let mut failures = ctx.failures.lock().expect("lock");
+    let n = failures.entry(key(&stream)).or_default();
+    *n = (*n + 1).min(20);
+    Action::requeue(Duration::from_secs(1u64 << (*n - 1).min(8)).min(RESYNC))
+}
+
+async fn apply_object<K>(ctx: &Context, ns: &str, obj: &K) -> Result<K, Error>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + Debug,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
+    let name = obj.meta().name.clone().unwrap_or_default();
+    Ok(api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(obj)).await?)
+}
+
+async fn apply(stream: &Stream, ctx: &Context) -> Result<Action, Error> {
+    let plan = match Plan::for_stream(stream, &ctx.settings) {
+        Ok(plan) => plan,
+        Err(e) => {
+            let message = format!("{e}");
+            ctx.event(stream, EventType::Warning, "InvalidSpec", message.clone()).await;
+            write_status(
+                stream,
+                ctx,
+                &Phase::Degraded { reason: "InvalidSpec".into(), message },
+                None,
+                None,
+                None,
+            )
+            .await?;
+            return Ok(Action::await_change());
+        }
+    };
+    let ns = plan.namespace.clone();
+    let settings = &ctx.settings;
+
+    // Settings and names first: the pods read both as they start.
+    let cm = configmap::configmap(stream, &plan, settings);
+    let digest = configmap::digest(cm.data.as_ref().expect("configmap data"));
+    apply_object(ctx, &ns, &cm).await?;
+    apply_object(ctx, &ns, &services::peer_service(stream, &plan)).await?;
+    apply_object(ctx, &ns, &services::client_service(stream, &plan)).await?;
+    apply_object(ctx, &ns, &pdb::pdb(stream, &plan)).await?;
+
+    let sts_api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
+    let existing = sts_api.get_opt(&plan.statefulset_name()).await?;
+    let mut desired = statefulset(stream, &plan, settings, &digest);
+    let mut held_scale_down = None;
+    if let Some(existing) = &existing {
+        keep_immutable_fields(&mut desired, existing);
+        let current = existing.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0) as u32;
+        if plan.brokers < current {
+            // Brokers leave only after every replica they host has moved elsewhere.
+            held_scale_down = Some(current);
+            desired.spec.as_mut().expect("spec").replicas = Some(current as i32);
+        }
+        grow_volumes(stream, ctx, &plan, current).await?;
+    }
+    let sts = apply_object(ctx, &ns, &desired).await?;
+    if existing.is_none() {
+        let note = format!("created StatefulSet {} with {} brokers", plan.statefulset_name(), plan.brokers);
+        ctx.event(stream, EventType::Normal, "BrokersCreated", note).await;
+    }
+    let want = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0) as u32;
+    let ready = sts.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0) as u32;
+    let brokers = BrokerCounts { ready, desired: want, summary: format!("{ready}/{want}") };
+    if ready < want {
+        let phase = Phase::Progressing {
+            reason: "BrokersStarting",
+            message: format!("{ready} of {want} brokers ready"),
+        };
+        write_status(stream, ctx, &phase, Some(&plan), Some(brokers), None).await?;
+        return Ok(Action::requeue(PROGRESS_POLL));
+    }
+
+    let endpoint = (ctx.locate)(&plan);
+    let broker_err = |status| Error::Broker { endpoint: endpoint.clone(), status };
+    let admin = Admin::connect(&endpoint).map_err(broker_err)?;
+    let observed = match admin.describe(&plan.name).await.map_err(broker_err)? {
+        Some(o) => o,
+        None => {
+            admin.create(stream, &plan).await.map_err(broker_err)?;
+            let note = format!(
+                "created stream {} with {} shards, replication {}, retention {} h",
+                plan.name, plan.shards, plan.replication, stream.spec.retention_hours
+            );
+            ctx.event(stream, EventType::Normal, "StreamCreated", note).await;
+            admin.describe(&plan.name).await.map_err(broker_err)?.ok_or_else(|| {
+                broker_err(tonic::Status::not_found("the stream vanished right after it was created"))
+            })?
+        }
+    };
+    let phase = decide_phase(&plan, &observed, held_scale_down);
+    write_status(stream, ctx, &phase, Some(&plan), Some(brokers), Some(&observed)).await?;
+    Ok(match phase {
+        Phase::Ready => Action::requeue(RESYNC),
+        _ => Action::requeue(PROGRESS_POLL),
+    })
+}
+
+/// What the Stream's status should say, given what the brokers report. Pure.
+pub fn decide_phase(plan: &Plan, observed: &Observed, held_scale_down: Option<u32>) -> Phase {
+    if observed.status != "ACTIVE" {
+        return Phase::Progressing {
+            reason: "StreamCreating",
+            message: format!("the stream is {}", observed.status),
+        };
+    }
+    if observed.open_shards != plan.shards {
+        return Phase::Progressing {
+            reason: "ReshardPending",
+            message: format!(
+                "{} shards declared, {} open: resharding waits for the brokers' UpdateShardCount",
+                plan.shards, observed.open_shards
+            ),
+        };
+    }
+    if let Some(current) = held_scale_down {
+        return Phase::Progressing {
+            reason: "ScaleDownPending",
+            message: format!(
+                "{} brokers would do, {current} run: brokers are removed only after their replicas move",
+                plan.brokers
+            ),
+        };
+    }
+    if observed.shards_without_leader > 0 {
+        return Phase::Progressing {
+            reason: "ElectingLeaders",
+            message: format!("{} shards are electing a leader", observed.shards_without_leader),
+        };
+    }
+    Phase::Ready
+}
+
+/// Volumes only grow: when the declared size rises, each broker's claim is resized (the
+/// StatefulSet's own template cannot change).
+async fn grow_volumes(stream: &Stream, ctx: &Context, plan: &Plan, brokers: u32) -> Result<(), Error> {
+    let want = &stream.spec.storage.size;
+    let Some(want_bytes) = crate::quantity::bytes(&want.0) else {
+        return Ok(());
+    };
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &plan.namespace);
+    for ordinal in 0..brokers {
+        let name = format!("data-{}-{ordinal}", plan.statefulset_name());
+        let Some(pvc) = api.get_opt(&name).await? else { continue };
+        let current = pvc
+            .spec
+            .as_ref()
+            .and_then(|s| s.resources.as_ref())
+            .and_then(|r| r.requests.as_ref())
+            .and_then(|r| r.get("storage"))
+            .and_then(|q| crate::quantity::bytes(&q.0));
+        if current.is_some_and(|c| c < want_bytes) {
+            let patch = serde_json::json!({"spec": {"resources": {"requests": {"storage": want.0}}}});
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+            ctx.event(stream, EventType::Normal, "VolumeGrown", format!("resized {name} to {}", want.0))
+                .await;
+        }
+    }
+    Ok(())
+}
+
+async fn write_status(
+    stream: &Stream,
+    ctx: &Context,
+    phase: &Phase,
+    plan: Option<&Plan>,
+    brokers: Option<BrokerCounts>,
+    observed: Option<&Observed>,
+) -> Result<(), Error> {
+    let old = stream.status.clone().unwrap_or_default();
+    let generation = stream.meta().generation;
+    let mut new = StreamStatus {
+        conditions: conditions(&old.conditions, phase, generation),
+        observed_generation: generation,
+        ..old.clone()
+    };
+    if let Some(b) = brokers {
+        new.brokers = b;
+    }
+    if let Some(o) = observed {
+        new.shards = o.open_shards;
+        new.closed_shards = o.closed_shards;
+    }
+    if let Some(plan) = plan {
+        let settings = &ctx.settings;
+        new.endpoints =
+            Some(Endpoints { grpc: plan.grpc_endpoint(settings), kinesis: plan.kinesis_endpoint(settings) });
+        new.selector = Some(plan.selector_string());
+    }
+    let unchanged = same_conditions(&old.conditions, &new.conditions)
+        && StreamStatus { conditions: vec![], ..old } == StreamStatus { conditions: vec![], ..new.clone() };
+    if unchanged {
+        return Ok(());
+    }
+    let api: Api<Stream> = Api::namespaced(ctx.client.clone(), &stream.namespace().unwrap_or_default());
+    let patch = serde_json::json!({ "status": new });
+    api.patch_status(&stream.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    Ok(())
+}
+
+/// Ordered teardown: the stream's data (if its policy says Delete), then the brokers, then
+/// their volumes (Delete) — only then is the finalizer removed and the rest collected.
+async fn teardown(stream: &Stream, ctx: &Context) -> Result<Action, Error> {
+    if stream.annotations().get(SKIP_TEARDOWN_ANNOTATION).is_some_and(|v| v == "true") {
+        let note =
+            format!("{SKIP_TEARDOWN_ANNOTATION} is set: brokers, data and volumes are left as they are");
+        ctx.event(stream, EventType::Warning, "TeardownSkipped", note).await;
+        return Ok(Action::await_change());
+    }
+    let plan = Plan {
+        name: stream.name_any(),
+        namespace: stream.namespace().unwrap_or_else(|| "default".into()),
+        shards: 0,
+        replication: stream.spec.replication,
+        brokers: 0,
+    };
+    let delete_data = stream.spec.deletion_policy == DeletionPolicy::Delete;
+    let sts_api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &plan.namespace);
+    if let Some(sts) = sts_api.get_opt(&plan.statefulset_name()).await? {
+        let ready = sts.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
+        if delete_data && ready > 0 {
+            let endpoint = (ctx.locate)(&plan);
+            let admin = Admin::connect(&endpoint)
+                .map_err(|status| Error::Broker { endpoint: endpoint.clone(), status })?;
+            admin
+                .delete(&plan.name)
+                .await
+                .map_err(|status| Error::Broker { endpoint: endpoint.clone(), status })?;
+            ctx.event(
+                stream,
+                EventType::Normal,
+                "StreamDeleted",
+                format!("deleted stream {} and its data", plan.name),
+            )
+            .await;
+        }
+        if sts.meta().deletion_timestamp.is_none() {
+            sts_api.delete(&plan.statefulset_name(), &DeleteParams::background()).await?;
+            ctx.event(
+                stream,
+                EventType::Normal,
+                "BrokersStopping",
+                format!("deleting {}", plan.statefulset_name()),
+            )
+            .await;
+        }
+        return Err(Error::TeardownPending(format!(
+            "waiting for StatefulSet {} to go",
+            plan.statefulset_name()
+        )));
+    }
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &plan.namespace);
+    let selector = ListParams::default().labels(&plan.selector_string());
+    let running = pods.list(&selector).await?.items.len();
+    if running > 0 {
+        return Err(Error::TeardownPending(format!("waiting for {running} broker pods to stop")));
+    }
+    if delete_data {
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &plan.namespace);
+        for pvc in claims.list(&selector).await?.items {
+            if pvc.meta().deletion_timestamp.is_none() {
+                claims.delete(&pvc.name_any(), &DeleteParams::default()).await?;
+            }
+        }
+    }
+    let note =
+        if delete_data { "brokers, data and volumes deleted" } else { "brokers deleted; volumes retained" };
+    ctx.event(stream, EventType::Normal, "TeardownComplete", note.into()).await;
+    Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(shards: u32, brokers: u32) -> Plan {
+        Plan { name: "s".into(), namespace: "n".into(), shards, replication: 3, brokers }
+    }
+
+    fn observed(status: &str, open: u32, leaderless: u32) -> Observed {
+        Observed {
+            status: status.into(),
+            open_shards: open,
+            closed_shards: 0,
+            shards_without_leader: leaderless,
+            retention_hours: 24,
+        }
+    }
+
+    #[test]
+    fn ready_only_when_the_stream_matches_its_declaration() {
+        assert_eq!(decide_phase(&plan(4, 3), &observed("ACTIVE", 4, 0), None), Phase::Ready);
+        let reason = |p: Phase| match p {
+            Phase::Progressing { reason, .. } => reason,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(reason(decide_phase(&plan(4, 3), &observed("CREATING", 4, 0), None)), "StreamCreating");
+        assert_eq!(reason(decide_phase(&plan(8, 3), &observed("ACTIVE", 4, 0), None)), "ReshardPending");
+        assert_eq!(reason(decide_phase(&plan(4, 3), &observed("ACTIVE", 4, 0), Some(5))), "ScaleDownPending");
+        assert_eq!(reason(decide_phase(&plan(4, 3), &observed("ACTIVE", 4, 2), None)), "ElectingLeaders");
+    }
+
+    #[test]
+    fn api_errors_name_their_reason() {
+        let status = kube::core::Status {
+            reason: "Conflict".into(),
+            code: 409,
+            message: "the object has been modified".into(),
+            ..Default::default()
+        };
+        assert_eq!(Error::Kube(kube::Error::Api(Box::new(status))).reason(), "Conflict");
+        let broker = Error::Broker { endpoint: "x".into(), status: tonic::Status::unavailable("down") };
+        assert_eq!(broker.reason(), "BrokerUnavailable");
+    }
+}

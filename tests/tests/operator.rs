@@ -1,0 +1,301 @@
+//! The operator against an in-memory Kubernetes API (`freshet_tests::kube_api`) while it
+//! drives a real broker cluster (processes on loopback) through the admin API.
+
+use freshet_crds::{Stream, StreamSpec};
+use freshet_operator::controller::{Context, SKIP_TEARDOWN_ANNOTATION};
+use freshet_operator::desired::{Plan, Settings};
+use freshet_operator::run;
+use freshet_tests::kube_api::FakeApi;
+use freshet_tests::Cluster;
+use http::Method;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const NS: &str = "analytics";
+
+struct Harness {
+    ctx: Arc<Context>,
+    controller: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.controller.abort();
+    }
+}
+
+/// The operator, talking to `fake`, finding every stream's brokers at `endpoint`.
+fn operator(fake: &FakeApi, endpoint: String, settings: Settings) -> Harness {
+    let locate = Arc::new(move |_: &Plan| endpoint.clone());
+    let ctx = Arc::new(Context::new(fake.client(), settings, locate));
+    let controller = tokio::spawn(run::controller(ctx.clone(), Some(NS.into()), std::future::pending()));
+    Harness { ctx, controller }
+}
+
+async fn create_stream(fake: &FakeApi, name: &str, spec: Value, annotations: Value) {
+    let api: Api<Stream> = Api::namespaced(fake.client(), NS);
+    let spec: StreamSpec = serde_json::from_value(spec).unwrap();
+    let mut s = Stream::new(name, spec);
+    s.metadata.annotations = serde_json::from_value(annotations).unwrap();
+    api.create(&PostParams::default(), &s).await.unwrap();
+}
+
+/// Polls `check` until it returns Some; fails with `what` and the last value after 60 s.
+async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn condition(stream: &Value, type_: &str) -> Option<(String, String)> {
+    stream["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == type_).map(|c| {
+        (c["status"].as_str().unwrap_or("").to_string(), c["reason"].as_str().unwrap_or("").to_string())
+    })
+}
+
+fn stream_obj(fake: &FakeApi, name: &str) -> Option<Value> {
+    fake.get("freshet.dev/streams", NS, name)
+}
+
+fn event_reasons(fake: &FakeApi) -> Vec<String> {
+    fake.list("events.k8s.io/events", NS)
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_stream_gets_its_objects_then_its_brokers_create_it_and_it_turns_ready() {
+    let cluster = Cluster::start(3).await;
+    let fake = FakeApi::new();
+    let h = operator(&fake, cluster.brokers[0].endpoint(), Settings::default());
+    create_stream(&fake, "clicks", json!({"throughput": {"writeMiBPerSecond": 3.5}}), json!({})).await;
+
+    // The objects appear, owned by the Stream, and status says the brokers are starting.
+    let sts = eventually("the StatefulSet", || fake.get("apps/statefulsets", NS, "clicks-broker")).await;
+    assert_eq!(sts["spec"]["replicas"], 3);
+    for (kind, name) in [
+        ("/configmaps", "clicks-broker-config"),
+        ("/services", "clicks-broker-peers"),
+        ("/services", "clicks"),
+        ("policy/poddisruptionbudgets", "clicks-broker"),
+    ] {
+        let obj = fake.get(kind, NS, name).unwrap_or_else(|| panic!("{kind} {name} missing"));
+        assert_eq!(obj["metadata"]["ownerReferences"][0]["kind"], "Stream", "{name} is owned by its Stream");
+    }
+    let starting = eventually("status BrokersStarting", || {
+        let s = stream_obj(&fake, "clicks")?;
+        (condition(&s, "Progressing")? == ("True".into(), "BrokersStarting".into())).then_some(s)
+    })
+    .await;
+    assert_eq!(starting["status"]["brokers"]["summary"], "0/3");
+    assert_eq!(starting["metadata"]["finalizers"][0], "freshet.dev/teardown");
+    assert!(cluster.any_client().describe("clicks").await.is_err(), "no stream before the brokers are ready");
+
+    // Pods come up: the operator creates the stream on the real brokers and reports Ready.
+    fake.set_statefulsets_ready(true);
+    let ready = eventually("Ready", || {
+        let s = stream_obj(&fake, "clicks")?;
+        (condition(&s, "Ready")? == ("True".into(), "StreamActive".into())).then_some(s)
+    })
+    .await;
+    let described = cluster.any_client().describe("clicks").await.expect("the stream exists on the brokers");
+    assert_eq!(described.shards.len(), 4, "3.5 MiB/s of writes needs 4 shards");
+    assert_eq!(described.replication_factor, 3);
+    assert_eq!(ready["status"]["shards"], 4);
+    assert_eq!(ready["status"]["brokers"]["summary"], "3/3");
+    assert_eq!(ready["status"]["observedGeneration"], ready["metadata"]["generation"]);
+    assert_eq!(ready["status"]["endpoints"]["kinesis"], "http://clicks.analytics.svc.cluster.local:4567");
+    assert_eq!(
+        ready["status"]["selector"],
+        "app.kubernetes.io/instance=clicks,app.kubernetes.io/name=freshet-broker"
+    );
+    let reasons = event_reasons(&fake);
+    assert!(
+        reasons.contains(&"BrokersCreated".to_string()) && reasons.contains(&"StreamCreated".to_string()),
+        "{reasons:?}"
+    );
+    assert!(h.ctx.metrics.reconciles() > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_declared_throughput_grows_the_brokers_and_bigger_storage_grows_the_volumes() {
+    let cluster = Cluster::start(3).await;
+    let fake = FakeApi::new();
+    fake.set_statefulsets_ready(true);
+    let settings = Settings { replicas_per_broker: 6, ..Settings::default() };
+    let _h = operator(&fake, cluster.brokers[0].endpoint(), settings);
+    create_stream(&fake, "orders", json!({"shards": 2}), json!({})).await;
+    eventually("Ready", || condition(&stream_obj(&fake, "orders")?, "Ready").filter(|c| c.0 == "True")).await;
+    // The StatefulSet made one claim per pod (no StatefulSet controller here: the test does).
+    for i in 0..3 {
+        fake.insert("/persistentvolumeclaims", json!({
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": format!("data-orders-broker-{i}"), "namespace": NS,
+                         "labels": {"app.kubernetes.io/name": "freshet-broker", "app.kubernetes.io/instance": "orders"}},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "10Gi"}}}
+        }));
+    }
+
+    let api: Api<Stream> = Api::namespaced(fake.client(), NS);
+    let patch = json!({"spec": {"shards": 8, "storage": {"size": "20Gi"}}});
+    api.patch("orders", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+
+    // 8 shards x 3 replicas at 6 per broker: 4 brokers.
+    eventually("4 brokers", || {
+        fake.get("apps/statefulsets", NS, "orders-broker").filter(|s| s["spec"]["replicas"] == 4)
+    })
+    .await;
+    let peers = fake.get("/configmaps", NS, "orders-broker-config").unwrap()["data"]["FRESHET_PEERS"].clone();
+    assert_eq!(peers.as_str().unwrap().split(',').count(), 4, "every broker learns the new peer");
+    for i in 0..3 {
+        let name = format!("data-orders-broker-{i}");
+        eventually("grown volumes", || {
+            fake.get("/persistentvolumeclaims", NS, &name)
+                .filter(|p| p["spec"]["resources"]["requests"]["storage"] == "20Gi")
+        })
+        .await;
+    }
+    let sts = fake.get("apps/statefulsets", NS, "orders-broker").unwrap();
+    assert_eq!(
+        sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"], "10Gi",
+        "the StatefulSet's claim template is immutable and left alone"
+    );
+    // Shrinking the volume is never done.
+    api.patch(
+        "orders",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"storage": {"size": "5Gi"}}})),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pvc = fake.get("/persistentvolumeclaims", NS, "data-orders-broker-0").unwrap();
+    assert_eq!(pvc["spec"]["resources"]["requests"]["storage"], "20Gi");
+    // The shard count itself waits for the brokers' resharding (reported, not hidden).
+    eventually("ReshardPending", || {
+        condition(&stream_obj(&fake, "orders")?, "Progressing").filter(|c| c.1 == "ReshardPending")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_stream_tears_down_data_then_brokers_then_volumes() {
+    let cluster = Cluster::start(3).await;
+    let fake = FakeApi::new();
+    fake.set_statefulsets_ready(true);
+    let _h = operator(&fake, cluster.brokers[0].endpoint(), Settings::default());
+    create_stream(&fake, "audit", json!({"shards": 2, "deletionPolicy": "Delete"}), json!({})).await;
+    eventually("Ready", || condition(&stream_obj(&fake, "audit")?, "Ready").filter(|c| c.0 == "True")).await;
+    fake.insert("/persistentvolumeclaims", json!({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "data-audit-broker-0", "namespace": NS,
+                     "labels": {"app.kubernetes.io/name": "freshet-broker", "app.kubernetes.io/instance": "audit"}},
+        "spec": {"resources": {"requests": {"storage": "10Gi"}}}
+    }));
+    assert!(cluster.any_client().describe("audit").await.is_ok());
+
+    let api: Api<Stream> = Api::namespaced(fake.client(), NS);
+    api.delete("audit", &DeleteParams::default()).await.unwrap();
+    eventually("the Stream gone", || stream_obj(&fake, "audit").is_none().then_some(())).await;
+
+    let err = cluster.any_client().describe("audit").await.expect_err("the stream's data is deleted");
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    assert!(fake.get("apps/statefulsets", NS, "audit-broker").is_none());
+    assert!(
+        fake.get("/persistentvolumeclaims", NS, "data-audit-broker-0").is_none(),
+        "deletionPolicy Delete"
+    );
+    assert!(fake.get("/services", NS, "audit").is_none(), "owned objects are collected");
+    assert!(fake.get("/configmaps", NS, "audit-broker-config").is_none());
+    let reasons = event_reasons(&fake);
+    let at =
+        |r: &str| reasons.iter().position(|x| x == r).unwrap_or_else(|| panic!("no {r} event: {reasons:?}"));
+    assert!(at("StreamDeleted") < at("BrokersStopping") && at("BrokersStopping") < at("TeardownComplete"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_data_and_the_escape_hatch() {
+    let fake = FakeApi::new();
+    fake.set_statefulsets_ready(true);
+    // No brokers answer at this address: a stuck teardown unless the hatch is used.
+    let _h = operator(&fake, "http://127.0.0.1:1".into(), Settings::default());
+    create_stream(&fake, "kept", json!({"shards": 1}), json!({})).await;
+    create_stream(&fake, "stuck", json!({"shards": 1, "deletionPolicy": "Delete"}), json!({})).await;
+    for name in ["kept", "stuck"] {
+        eventually("finalizer", || stream_obj(&fake, name)?["metadata"]["finalizers"].as_array().map(|_| ()))
+            .await;
+        fake.insert("/persistentvolumeclaims", json!({
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": format!("data-{name}-broker-0"), "namespace": NS,
+                         "labels": {"app.kubernetes.io/name": "freshet-broker", "app.kubernetes.io/instance": name}},
+            "spec": {"resources": {"requests": {"storage": "10Gi"}}}
+        }));
+    }
+    let api: Api<Stream> = Api::namespaced(fake.client(), NS);
+
+    // Retain (the default): brokers go, volumes stay, no broker call needed.
+    api.delete("kept", &DeleteParams::default()).await.unwrap();
+    eventually("kept gone", || stream_obj(&fake, "kept").is_none().then_some(())).await;
+    assert!(fake.get("/persistentvolumeclaims", NS, "data-kept-broker-0").is_some(), "Retain keeps volumes");
+
+    // Delete with unreachable brokers blocks, visibly, until the annotation is set.
+    api.delete("stuck", &DeleteParams::default()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(stream_obj(&fake, "stuck").is_some(), "the teardown waits for the brokers");
+    let hatch = json!({"metadata": {"annotations": {SKIP_TEARDOWN_ANNOTATION: "true"}}});
+    api.patch("stuck", &PatchParams::default(), &Patch::Merge(&hatch)).await.unwrap();
+    eventually("stuck gone", || stream_obj(&fake, "stuck").is_none().then_some(())).await;
+    assert!(event_reasons(&fake).contains(&"TeardownSkipped".to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflicts_and_api_errors_are_retried_and_shown_as_degraded() {
+    let cluster = Cluster::start(3).await;
+    let fake = FakeApi::new();
+    fake.set_statefulsets_ready(true);
+    fake.fail_next(Method::PATCH, "/statefulsets/", 409, "Conflict", 2);
+    fake.fail_next(Method::PATCH, "/configmaps/", 500, "InternalError", 1);
+    let h = operator(&fake, cluster.brokers[0].endpoint(), Settings::default());
+    create_stream(&fake, "flaky", json!({"shards": 2}), json!({})).await;
+    eventually("Ready despite the failures", || {
+        condition(&stream_obj(&fake, "flaky")?, "Ready").filter(|c| c.0 == "True")
+    })
+    .await;
+    let degraded: Vec<String> = fake
+        .history("freshet.dev/streams", NS, "flaky")
+        .iter()
+        .filter_map(|s| condition(s, "Degraded").filter(|c| c.0 == "True").map(|c| c.1))
+        .collect();
+    assert!(
+        degraded.contains(&"Conflict".to_string()),
+        "Degraded with reason Conflict was shown: {degraded:?}"
+    );
+    assert!(degraded.contains(&"InternalError".to_string()), "{degraded:?}");
+    assert_eq!(h.ctx.metrics.errors("Conflict"), 2);
+    assert_eq!(h.ctx.metrics.errors("InternalError"), 1);
+    assert!(cluster.any_client().describe("flaky").await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spec_the_brokers_cannot_honour_is_degraded_without_creating_anything() {
+    let fake = FakeApi::new();
+    let _h = operator(&fake, "http://127.0.0.1:1".into(), Settings::default());
+    create_stream(&fake, "huge", json!({"throughput": {"writeMiBPerSecond": 600}}), json!({})).await;
+    let s = eventually("Degraded", || {
+        let s = stream_obj(&fake, "huge")?;
+        condition(&s, "Degraded").filter(|c| c.0 == "True").map(|_| s)
+    })
+    .await;
+    assert_eq!(condition(&s, "Degraded").unwrap().1, "InvalidSpec");
+    let message = s["status"]["conditions"][0]["message"].as_str().unwrap();
+    assert!(message.contains("600 shards") && message.contains("at most 500"), "{message}");
+    assert!(fake.get("apps/statefulsets", NS, "huge-broker").is_none());
+}
