@@ -11,7 +11,7 @@ VENV         := $(CURDIR)/.venv
 # Pinned Python tools (NATS for the benchmark, Helm's Go SDK and Kubernetes' schemas for the tests).
 PY_REQUIREMENTS := tests/python/requirements.txt
 
-.PHONY: all deps build run test lint fmt bench venv crds clean
+.PHONY: all deps build run test lint fmt bench venv crds e2e-kind clean
 
 all: build
 
@@ -40,6 +40,10 @@ test: build venv
 	$(CARGO) fmt --all --check
 	FRESHET_BIN=$(BIN) $(CARGO) test --$(PROFILE) --workspace -- --test-threads=2
 	FRESHET_BIN=$(BIN) $(VENV)/bin/python -m pytest -q tests/python
+
+## e2e-kind: kind cluster, images, helm install, a Stream, AWS CLI put/get, a scale-up (skips without Docker/kind).
+e2e-kind:
+	bash scripts/e2e-kind.sh
 
 ## crds: regenerate the CRD YAML in charts/freshet/crds/ from the Rust types in crds/.
 crds: build

@@ -82,6 +82,10 @@ impl Admin {
         }
     }
 
+    pub async fn cluster_status(&self) -> Result<pb::ClusterStatusResponse, tonic::Status> {
+        Ok(self.client.api.clone().cluster_status(pb::ClusterStatusRequest {}).await?.into_inner())
+    }
+
     pub async fn delete(&self, name: &str) -> Result<(), tonic::Status> {
         let req = pb::DeleteStreamRequest { stream_name: name.into() };
         match self.client.api.clone().delete_stream(req).await {

@@ -5,6 +5,7 @@ use crate::broker::{Admin, Locator, Observed};
 use crate::desired::statefulset::{keep_immutable_fields, statefulset};
 use crate::desired::{configmap, pdb, services, Plan, Settings, FIELD_MANAGER};
 use crate::metrics::Metrics;
+use crate::roll::{can_restart, next_step, PodView, RollStep};
 use crate::status::{conditions, same_conditions, Phase};
 use freshet_crds::stream::{BrokerCounts, DeletionPolicy, Endpoints, StreamStatus};
 use freshet_crds::Stream;
@@ -233,12 +234,74 @@ async fn apply(stream: &Stream, ctx: &Context) -> Result<Action, Error> {
             })?
         }
     };
-    let phase = decide_phase(&plan, &observed, held_scale_down);
+    let phase = match roll_brokers(stream, ctx, &plan, &sts, &admin).await {
+        Ok(Some(rolling)) => rolling,
+        Ok(None) => decide_phase(&plan, &observed, held_scale_down),
+        Err(e) => return Err(e),
+    };
     write_status(stream, ctx, &phase, Some(&plan), Some(brokers), Some(&observed)).await?;
     Ok(match phase {
         Phase::Ready => Action::requeue(RESYNC),
         _ => Action::requeue(PROGRESS_POLL),
     })
+}
+
+/// Replicas a follower may trail its leader by and still count as caught up for a restart.
+const ROLL_MAX_LAG: u64 = 64;
+
+/// One step of an operator-driven roll: replaces at most one broker pod whose revision is
+/// not the StatefulSet's current one, when the brokers can spare it. None: nothing to roll.
+async fn roll_brokers(
+    stream: &Stream,
+    ctx: &Context,
+    plan: &Plan,
+    sts: &StatefulSet,
+    admin: &Admin,
+) -> Result<Option<Phase>, Error> {
+    let Some(revision) = sts.status.as_ref().and_then(|s| s.update_revision.clone()) else {
+        return Ok(None);
+    };
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &plan.namespace);
+    let listed = pods.list(&ListParams::default().labels(&plan.selector_string())).await?;
+    let prefix = format!("{}-", plan.statefulset_name());
+    let views: Vec<PodView> = listed
+        .items
+        .iter()
+        .filter_map(|p| {
+            let name = p.name_any();
+            let ordinal = name.strip_prefix(&prefix)?.parse().ok()?;
+            let ready = p
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            Some(PodView {
+                revision: p.labels().get("controller-revision-hash").cloned().unwrap_or_default(),
+                deleting: p.meta().deletion_timestamp.is_some(),
+                name,
+                ordinal,
+                ready,
+            })
+        })
+        .collect();
+    let want = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0) as u32;
+    let rolling = |message: String| Some(Phase::Progressing { reason: "RollingUpdate", message });
+    match next_step(&views, want, &revision) {
+        RollStep::Done => Ok(None),
+        RollStep::Wait(why) => Ok(rolling(why)),
+        RollStep::Replace { pod, node } => {
+            let endpoint = (ctx.locate)(plan);
+            let status = admin.cluster_status().await.map_err(|status| Error::Broker { endpoint, status })?;
+            if let Err(why) = can_restart(&status, node, ROLL_MAX_LAG) {
+                return Ok(rolling(format!("waiting to restart {pod}: {why}")));
+            }
+            pods.delete(&pod, &DeleteParams::default()).await?;
+            let updated = views.iter().filter(|p| p.revision == revision).count();
+            let note = format!("restarting {pod} on the new revision ({updated} of {want} updated)");
+            ctx.event(stream, EventType::Normal, "BrokerRestarted", note.clone()).await;
+            Ok(rolling(note))
+        }
+    }
 }
 
 /// What the Stream's status should say, given what the brokers report. Pure.

@@ -8,5 +8,6 @@ pub mod controller;
 pub mod desired;
 pub mod metrics;
 pub mod quantity;
+pub mod roll;
 pub mod run;
 pub mod status;

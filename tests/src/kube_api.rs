@@ -57,7 +57,10 @@ struct State {
     history: Vec<(u64, String, &'static str, Value)>,
     watchers: Vec<Watcher>,
     failures: Vec<Failure>,
-    ready_statefulsets: bool,
+    /// Play the StatefulSet controller and kubelets: pods exist and report readiness.
+    run_statefulsets: bool,
+    /// Whether a pod the simulation (re)creates starts Ready.
+    new_pods_ready: bool,
     requests: u64,
 }
 
@@ -206,19 +209,33 @@ impl FakeApi {
         });
     }
 
-    /// Make every StatefulSet report all its pods ready (current revision) on each write,
-    /// as the StatefulSet controller and kubelets would once the brokers run.
+    /// Play the StatefulSet controller and the kubelets from now on: every StatefulSet gets
+    /// its pods (labelled with the template's revision, `controller-revision-hash`), a
+    /// deleted pod is recreated at the current revision, and status counts ready pods.
     pub fn set_statefulsets_ready(&self, ready: bool) {
         let mut s = self.state.lock().unwrap();
-        s.ready_statefulsets = ready;
-        if ready {
-            let keys: Vec<Key> = s.objects.keys().filter(|k| k.0 == "apps/statefulsets").cloned().collect();
-            for key in keys {
-                let mut obj = s.objects[&key].clone();
-                mark_ready(&mut obj);
-                s.store(key, obj, "MODIFIED");
-            }
+        s.run_statefulsets = ready;
+        s.new_pods_ready = true;
+        let keys: Vec<Key> = s.objects.keys().filter(|k| k.0 == "apps/statefulsets").cloned().collect();
+        for key in keys {
+            s.sync_statefulset(&key);
         }
+    }
+
+    /// Whether pods the simulation creates from now on start Ready (false: the test marks
+    /// each one ready with `set_pod_ready`, like a kubelet whose probe passes).
+    pub fn set_new_pods_ready(&self, ready: bool) {
+        self.state.lock().unwrap().new_pods_ready = ready;
+    }
+
+    pub fn set_pod_ready(&self, namespace: &str, name: &str, ready: bool) {
+        let mut s = self.state.lock().unwrap();
+        let key: Key = ("/pods".into(), namespace.into(), name.into());
+        let Some(mut pod) = s.objects.get(&key).cloned() else { return };
+        pod["status"]["conditions"] =
+            json!([{"type": "Ready", "status": if ready { "True" } else { "False" }}]);
+        s.store(key, pod.clone(), "MODIFIED");
+        s.sync_owner(&pod);
     }
 
     pub fn get(&self, kind: &str, namespace: &str, name: &str) -> Option<Value> {
@@ -305,14 +322,19 @@ fn not_found(t: &Target, name: &str) -> Response<Body> {
     status_error(404, "NotFound", &format!("{plural} \"{name}\" not found"))
 }
 
-fn mark_ready(sts: &mut Value) {
-    let replicas = sts["spec"]["replicas"].as_i64().unwrap_or(1);
-    let generation = sts["metadata"]["generation"].clone();
-    sts["status"] = json!({
-        "replicas": replicas, "readyReplicas": replicas, "availableReplicas": replicas,
-        "currentReplicas": replicas, "updatedReplicas": replicas,
-        "currentRevision": "rev-1", "updateRevision": "rev-1", "observedGeneration": generation,
-    });
+/// A StatefulSet revision name for a pod template (stable for equal templates).
+fn revision(template: &Value) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    template.to_string().hash(&mut h);
+    format!("rev-{:010x}", h.finish() & 0xff_ffff_ffff)
+}
+
+fn pod_ready(pod: &Value) -> bool {
+    pod["metadata"].get("deletionTimestamp").is_none()
+        && pod["status"]["conditions"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
 }
 
 impl State {
@@ -403,10 +425,8 @@ impl State {
         if let Some(m) = obj.as_object_mut() {
             m.remove("status");
         }
-        if t.kind == "apps/statefulsets" && self.ready_statefulsets {
-            mark_ready(&mut obj);
-        }
-        let stored = self.store(key, obj, "ADDED");
+        let stored = self.store(key.clone(), obj, "ADDED");
+        let stored = self.after_write(&key).unwrap_or(stored);
         respond(StatusCode::CREATED, stored)
     }
 
@@ -453,9 +473,6 @@ impl State {
                 let generation = old["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
                 new["metadata"]["generation"] = json!(generation);
             }
-            if t.kind == "apps/statefulsets" && self.ready_statefulsets {
-                mark_ready(&mut new);
-            }
         }
         // An object being deleted goes once its last finalizer does.
         let finalizers_left = new["metadata"]["finalizers"].as_array().is_some_and(|f| !f.is_empty());
@@ -464,8 +481,104 @@ impl State {
             self.collect_dependents(&gone);
             return respond(StatusCode::OK, gone);
         }
-        let stored = self.store(key, new, "MODIFIED");
+        let stored = self.store(key.clone(), new, "MODIFIED");
+        let stored = self.after_write(&key).unwrap_or(stored);
         respond(StatusCode::OK, stored)
+    }
+
+    /// What the simulated controllers do after a write; returns the object as it is now.
+    fn after_write(&mut self, key: &Key) -> Option<Value> {
+        match key.0.as_str() {
+            "apps/statefulsets" => self.sync_statefulset(key),
+            "/pods" => {
+                let pod = self.objects.get(key).cloned()?;
+                self.sync_owner(&pod);
+            }
+            _ => {}
+        }
+        self.objects.get(key).cloned()
+    }
+
+    fn sync_owner(&mut self, pod: &Value) {
+        let Some(owner) = pod["metadata"]["ownerReferences"][0]["name"].as_str() else { return };
+        let ns = pod["metadata"]["namespace"].as_str().unwrap_or_default();
+        self.sync_statefulset(&("apps/statefulsets".into(), ns.into(), owner.into()));
+    }
+
+    /// The StatefulSet controller, simplified: one pod per ordinal below `replicas`, pods
+    /// above it removed, status from the pods' readiness and revisions.
+    fn sync_statefulset(&mut self, key: &Key) {
+        if !self.run_statefulsets {
+            return;
+        }
+        let Some(sts) = self.objects.get(key).cloned() else { return };
+        let (ns, name) = (key.1.clone(), key.2.clone());
+        let replicas = sts["spec"]["replicas"].as_i64().unwrap_or(1).max(0) as usize;
+        let rev = revision(&sts["spec"]["template"]);
+        let pod_key = |i: usize| -> Key { ("/pods".into(), ns.clone(), format!("{name}-{i}")) };
+        let extra: Vec<Key> = self
+            .objects
+            .keys()
+            .filter(|k| k.0 == "/pods" && k.1 == ns)
+            .filter(|k| {
+                k.2.strip_prefix(&format!("{name}-"))
+                    .and_then(|o| o.parse::<usize>().ok())
+                    .is_some_and(|o| o >= replicas)
+            })
+            .cloned()
+            .collect();
+        for k in extra {
+            let pod = self.objects[&k].clone();
+            self.store(k, pod, "DELETED");
+        }
+        for i in 0..replicas {
+            if self.objects.contains_key(&pod_key(i)) {
+                continue;
+            }
+            self.uid += 1;
+            let mut labels = sts["spec"]["template"]["metadata"]["labels"].clone();
+            if !labels.is_object() {
+                labels = json!({});
+            }
+            labels["controller-revision-hash"] = json!(rev);
+            labels["statefulset.kubernetes.io/pod-name"] = json!(format!("{name}-{i}"));
+            labels["apps.kubernetes.io/pod-index"] = json!(i.to_string());
+            let ready = if self.new_pods_ready { "True" } else { "False" };
+            let pod = json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {
+                    "name": format!("{name}-{i}"), "namespace": ns, "labels": labels,
+                    "uid": format!("00000000-0000-0000-0000-{:012}", self.uid), "creationTimestamp": now(),
+                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": name,
+                                         "uid": sts["metadata"]["uid"], "controller": true}],
+                },
+                "spec": sts["spec"]["template"]["spec"],
+                "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": ready}]},
+            });
+            self.store(pod_key(i), pod, "ADDED");
+        }
+        let pods: Vec<Value> = (0..replicas).filter_map(|i| self.objects.get(&pod_key(i)).cloned()).collect();
+        let ready = pods.iter().filter(|p| pod_ready(p)).count();
+        let updated = pods
+            .iter()
+            .filter(|p| p["metadata"]["labels"]["controller-revision-hash"] == rev.as_str())
+            .count();
+        let current = if updated == replicas {
+            rev.clone()
+        } else {
+            sts["status"]["currentRevision"].as_str().unwrap_or(&rev).to_string()
+        };
+        let status = json!({
+            "replicas": pods.len(), "readyReplicas": ready, "availableReplicas": ready,
+            "currentReplicas": pods.len() - updated + if current == rev { updated } else { 0 },
+            "updatedReplicas": updated, "currentRevision": current, "updateRevision": rev,
+            "observedGeneration": sts["metadata"]["generation"],
+        });
+        if sts["status"] != status {
+            let mut sts = sts;
+            sts["status"] = status;
+            self.store(key.clone(), sts, "MODIFIED");
+        }
     }
 
     fn replace(&mut self, t: &Target, name: &str, obj: Value) -> Response<Body> {
@@ -555,6 +668,10 @@ impl State {
         }
         let gone = self.store(key, obj, "DELETED");
         self.collect_dependents(&gone);
+        if t.kind == "/pods" {
+            // The StatefulSet controller replaces a deleted pod at the current revision.
+            self.sync_owner(&gone);
+        }
         respond(StatusCode::OK, gone)
     }
 

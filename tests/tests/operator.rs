@@ -64,10 +64,17 @@ fn stream_obj(fake: &FakeApi, name: &str) -> Option<Value> {
     fake.get("freshet.dev/streams", NS, name)
 }
 
+/// Event reasons in the order first seen, each repeated as often as it occurred (the
+/// recorder folds repeats into one Event with a `series.count`).
 fn event_reasons(fake: &FakeApi) -> Vec<String> {
-    fake.list("events.k8s.io/events", NS)
+    let mut events = fake.list("events.k8s.io/events", NS);
+    events.sort_by_key(|e| e["metadata"]["uid"].as_str().unwrap_or("").to_string());
+    events
         .iter()
-        .map(|e| e["reason"].as_str().unwrap_or("").to_string())
+        .flat_map(|e| {
+            let n = e["series"]["count"].as_u64().unwrap_or(1) as usize;
+            std::iter::repeat_n(e["reason"].as_str().unwrap_or("").to_string(), n)
+        })
         .collect()
 }
 
@@ -298,4 +305,105 @@ async fn a_spec_the_brokers_cannot_honour_is_degraded_without_creating_anything(
     let message = s["status"]["conditions"][0]["message"].as_str().unwrap();
     assert!(message.contains("600 shards") && message.contains("at most 500"), "{message}");
     assert!(fake.get("apps/statefulsets", NS, "huge-broker").is_none());
+}
+
+/// A spec change that alters the pod template rolls the brokers: one pod at a time,
+/// highest ordinal first, each only after the one before is back and ready, while
+/// producers keep writing to the real brokers, and no acknowledged record is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_change_rolls_the_brokers_one_at_a_time_without_losing_a_record() {
+    use freshet_tests::workload::{produce, verify, Ledger};
+    use std::sync::atomic::Ordering;
+    use std::sync::Mutex;
+
+    let mut cluster = Cluster::start(3).await;
+    let fake = FakeApi::new();
+    fake.set_statefulsets_ready(true);
+    // The client Service routes to ready pods only: so does this locator.
+    let serving: Arc<Mutex<Vec<String>>> =
+        Arc::new(Mutex::new(cluster.brokers.iter().map(|b| b.endpoint()).collect()));
+    let s = serving.clone();
+    let locate = Arc::new(move |_: &Plan| s.lock().unwrap()[0].clone());
+    let ctx = Arc::new(Context::new(fake.client(), Settings::default(), locate));
+    let _h = Harness {
+        ctx: ctx.clone(),
+        controller: tokio::spawn(run::controller(ctx, Some(NS.into()), std::future::pending())),
+    };
+    create_stream(&fake, "rolled", json!({"shards": 4, "shardLimits": "Off"}), json!({})).await;
+    eventually("Ready", || condition(&stream_obj(&fake, "rolled")?, "Ready").filter(|c| c.0 == "True")).await;
+
+    let ledger = Arc::new(Ledger::default());
+    let endpoints: Vec<String> = cluster.brokers.iter().map(|b| b.endpoint()).collect();
+    let producers: Vec<_> = (0..3)
+        .map(|p| tokio::spawn(produce(endpoints.clone(), "rolled".into(), p, 20, usize::MAX, ledger.clone())))
+        .collect();
+
+    // From now on a recreated pod starts NotReady until its broker is back (the test is the kubelet).
+    fake.set_new_pods_ready(false);
+    let revision_of = |fake: &FakeApi| {
+        fake.get("apps/statefulsets", NS, "rolled-broker").unwrap()["status"]["updateRevision"].clone()
+    };
+    let before = revision_of(&fake);
+    let api: Api<Stream> = Api::namespaced(fake.client(), NS);
+    let patch = json!({"spec": {"brokers": {"image": "registry.example.com/freshet/broker:v2"}}});
+    api.patch("rolled", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    eventually("a new StatefulSet revision", || (revision_of(&fake) != before).then_some(())).await;
+
+    let mut restarted = Vec::new();
+    let mut most_unready = 0;
+    let start = Instant::now();
+    loop {
+        let pods = fake.list("/pods", NS);
+        let revision =
+            fake.get("apps/statefulsets", NS, "rolled-broker").unwrap()["status"]["updateRevision"].clone();
+        let unready: Vec<Value> = pods
+            .iter()
+            .filter(|p| !p["status"]["conditions"].as_array().unwrap().iter().any(|c| c["status"] == "True"))
+            .cloned()
+            .collect();
+        most_unready = most_unready.max(unready.len());
+        if unready.is_empty()
+            && pods.len() == 3
+            && pods.iter().all(|p| p["metadata"]["labels"]["controller-revision-hash"] == revision)
+        {
+            break;
+        }
+        for pod in unready {
+            let name = pod["metadata"]["name"].as_str().unwrap().to_string();
+            let node: u64 = name.rsplit('-').next().unwrap().parse::<u64>().unwrap() + 1;
+            let endpoint = cluster.brokers.iter().find(|b| b.id == node).unwrap().endpoint();
+            serving.lock().unwrap().retain(|e| *e != endpoint);
+            cluster.stop(node); // SIGTERM: the broker hands its leaderships away first
+            cluster.start_node(node);
+            cluster.wait_ready().await;
+            serving.lock().unwrap().push(endpoint);
+            fake.set_pod_ready(NS, &name, true);
+            restarted.push(node);
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the roll did not finish: restarted {restarted:?}\n{}",
+            cluster.log_tails()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(restarted, vec![3, 2, 1], "one broker at a time, highest ordinal first");
+    assert_eq!(most_unready, 1, "never two brokers down at once");
+    eventually("Ready after the roll", || {
+        condition(&stream_obj(&fake, "rolled")?, "Ready").filter(|c| c.0 == "True")
+    })
+    .await;
+
+    while ledger.acked.load(Ordering::Relaxed) < 2_000 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    ledger.stop.store(true, Ordering::Relaxed);
+    for p in producers {
+        p.await.unwrap();
+    }
+    cluster.wait_leaders("rolled").await;
+    let read = freshet_tests::read_all(&cluster.any_client(), "rolled").await;
+    verify(&ledger, &read);
+    let reasons = event_reasons(&fake);
+    assert_eq!(reasons.iter().filter(|r| *r == "BrokerRestarted").count(), 3, "{reasons:?}");
 }
