@@ -272,6 +272,37 @@ impl FakeApi {
             .collect()
     }
 
+    /// Serves this fake over plain HTTP/1.1 on `listener`, so a separate process (the
+    /// `freshet-operator` binary with a kubeconfig pointing here) can use it.
+    pub async fn serve(self, listener: tokio::net::TcpListener) {
+        loop {
+            let Ok((sock, _)) = listener.accept().await else { return };
+            let api = self.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let api = api.clone();
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        let req = Request::from_parts(parts, kube::client::Body::from(bytes));
+                        Ok::<_, Infallible>(api.handle(req).await)
+                    }
+                });
+                let io = hyper_util::rt::TokioIo::new(sock);
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+            });
+        }
+    }
+
+    /// A kubeconfig that points a client at `serve`'s address.
+    pub fn kubeconfig(addr: std::net::SocketAddr) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://{addr}\n\
+             users:\n- name: fake\n  user: {{}}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: default\n\
+             current-context: fake\n"
+        )
+    }
+
     pub fn requests(&self) -> u64 {
         self.state.lock().unwrap().requests
     }
