@@ -97,13 +97,106 @@ impl Node {
             reconcile_lock: tokio::sync::Mutex::new(()),
         });
         tokio::spawn(node.clone().bootstrap());
+        tokio::spawn(node.clone().join_loop());
         tokio::spawn(node.clone().reconcile_loop());
         tokio::spawn(node.clone().retention_loop());
         Ok(node)
     }
 
+    /// Every node of the cluster and its address: the metadata group's membership (which
+    /// grows as nodes join), plus the configured peers not in it yet.
+    pub fn members(&self) -> BTreeMap<NodeId, String> {
+        let mut out = self.config.peers.clone();
+        let m = self.meta.metrics().borrow_watched().clone();
+        for (id, node) in m.membership_config.nodes() {
+            out.insert(*id, node.addr.clone());
+        }
+        out
+    }
+
+    /// The metadata group's voters: the nodes new shard replicas are placed on.
+    pub fn voters(&self) -> Vec<NodeId> {
+        let m = self.meta.metrics().borrow_watched().clone();
+        let voters: Vec<NodeId> = m.membership_config.voter_ids().collect();
+        if voters.is_empty() {
+            self.config.peers.keys().copied().collect()
+        } else {
+            voters
+        }
+    }
+
     pub fn addr_of(&self, node: NodeId) -> Option<String> {
-        self.config.peers.get(&node).cloned()
+        if let Some(addr) = self.config.peers.get(&node) {
+            return Some(addr.clone());
+        }
+        let m = self.meta.metrics().borrow_watched().clone();
+        let addr = m.membership_config.nodes().find(|(id, _)| **id == node).map(|(_, n)| n.addr.clone());
+        addr
+    }
+
+    /// Adds node `id` at `addr` to the metadata group: first as a learner that catches up,
+    /// then as a voter. Forwarded to the metadata leader from any node; idempotent.
+    pub async fn join(&self, id: NodeId, addr: String) -> Result<()> {
+        let m = self.meta.metrics().borrow_watched().clone();
+        if m.membership_config.voter_ids().any(|v| v == id) {
+            return Ok(());
+        }
+        match m.current_leader {
+            Some(leader) if leader == self.id => {
+                let unavailable = |e: String| Error::new(ErrorKind::Unavailable, e);
+                self.meta
+                    .add_learner(id, BasicNode::new(&addr), true)
+                    .await
+                    .map_err(|e| unavailable(format!("adding node {id} as a learner: {e}")))?;
+                let add = openraft::ChangeMembers::AddVoterIds(std::collections::BTreeSet::from([id]));
+                self.meta
+                    .change_membership(add, false)
+                    .await
+                    .map_err(|e| unavailable(format!("making node {id} a voter: {e}")))?;
+                tracing::info!("node {id} ({addr}) joined the cluster");
+                Ok(())
+            }
+            Some(leader) => {
+                let leader_addr = self.addr_of(leader).ok_or_else(|| {
+                    Error::new(ErrorKind::Unavailable, format!("no address for metadata leader {leader}"))
+                })?;
+                let mut peer = self.pool.peer(&leader_addr);
+                peer.join(pb::JoinRequest { node_id: id, address: addr })
+                    .await
+                    .map_err(|s| Error::new(ErrorKind::Unavailable, s.message().to_string()))?;
+                Ok(())
+            }
+            None => Err(Error::new(ErrorKind::Unavailable, "the metadata group has no leader yet")),
+        }
+    }
+
+    /// A node started with peers that already form a cluster without it asks to join,
+    /// until it is a voter of the metadata group.
+    async fn join_loop(self: Arc<Self>) {
+        let first = *self.config.peers.keys().next().expect("peers include this node");
+        if first == self.id {
+            return; // the bootstrap node forms the cluster instead
+        }
+        let others: Vec<String> =
+            self.config.peers.iter().filter(|(id, _)| **id != self.id).map(|(_, a)| a.clone()).collect();
+        let mut attempt = 0usize;
+        loop {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let m = self.meta.metrics().borrow_watched().clone();
+            if m.membership_config.voter_ids().any(|v| v == self.id) {
+                return;
+            }
+            // Initialised (by the bootstrap node or an earlier join) yet not a voter, or not
+            // contacted at all: ask a peer, one after the other.
+            let target = &others[attempt % others.len().max(1)];
+            attempt += 1;
+            let mut peer = self.pool.peer(target);
+            let req = pb::JoinRequest { node_id: self.id, address: self.config.advertise.clone() };
+            match peer.join(req).await {
+                Ok(_) => tracing::info!("asked {target} to add this node to the cluster"),
+                Err(e) => tracing::debug!("join through {target}: {}", e.message()),
+            }
+        }
     }
 
     /// The lowest-numbered node forms a new cluster; everyone else waits to be contacted.

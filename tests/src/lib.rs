@@ -98,6 +98,22 @@ impl Cluster {
         c
     }
 
+    /// Starts one more node (the next id) whose peers include every node so far; the
+    /// running nodes keep their old peer list, as pods do until they are rolled.
+    pub fn add_node(&mut self) -> u64 {
+        let id = self.brokers.iter().map(|b| b.id).max().unwrap_or(0) + 1;
+        let port = free_port();
+        self.peers = format!("{},{id}=127.0.0.1:{port}", self.peers);
+        self.brokers.push(Broker {
+            id,
+            addr: format!("127.0.0.1:{port}"),
+            data: self.dir.path().join(format!("node{id}")),
+            child: None,
+        });
+        self.start_node(id);
+        id
+    }
+
     fn broker(&mut self, id: u64) -> &mut Broker {
         self.brokers.iter_mut().find(|b| b.id == id).expect("node id")
     }

@@ -90,3 +90,40 @@ async fn sigterm_hands_leadership_to_a_follower_before_exit() {
     let read = read_all(&cluster.any_client(), "handoff").await;
     assert_eq!(read.values().map(Vec::len).sum::<usize>(), 60, "every record is still readable");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_node_joins_a_running_cluster_and_hosts_new_streams() {
+    let mut cluster = Cluster::start(3).await;
+    cluster.create_stream("before", 2, unlimited()).await;
+    let new = cluster.add_node();
+    wait_health(&cluster, new, READINESS_SERVICE, ServingStatus::Serving).await;
+
+    // Every node sees it, though nodes 1-3 were started without it in their peer list.
+    let status = cluster.client(1).api.clone().cluster_status(pb::ClusterStatusRequest {}).await.unwrap();
+    let node = status.into_inner().nodes.into_iter().find(|n| n.id == new).expect("node 4 is listed");
+    assert!(node.reachable);
+
+    // New streams place replicas on it, and it serves them.
+    cluster.create_stream("after", 8, unlimited()).await;
+    let described = cluster.client(1).describe("after").await.unwrap();
+    assert!(described.shards.iter().any(|s| s.replicas.contains(&new)), "{:?}", described.shards);
+    cluster.wait_leaders("after").await;
+    let mut api = cluster.client(new).api;
+    for i in 0..20 {
+        let put = pb::PutRecordRequest {
+            stream_name: "after".into(),
+            partition_key: format!("k{i}"),
+            data: vec![1, 2, 3],
+            explicit_hash_key: None,
+        };
+        api.put_record(put).await.unwrap();
+    }
+    assert_eq!(read_all(&cluster.client(new), "after").await.values().map(Vec::len).sum::<usize>(), 20);
+
+    // It stays a member across a crash.
+    cluster.kill(new);
+    cluster.start_node(new);
+    wait_health(&cluster, new, READINESS_SERVICE, ServingStatus::Serving).await;
+    let joined = format!("node {new} (");
+    assert!((1..=3).any(|id| cluster.log(id).contains(&joined)), "the metadata leader logged the join");
+}

@@ -177,7 +177,8 @@ impl pb::freshet_server::Freshet for Api {
         let retention_hours = r.retention_hours.unwrap_or(limits::DEFAULT_RETENTION_HOURS);
         limits::validate_retention_hours(retention_hours)?;
         let replication = r.replication_factor.unwrap_or(limits::DEFAULT_REPLICATION);
-        limits::validate_replication(replication, self.node.config.peers.len())?;
+        let voters = self.node.voters();
+        limits::validate_replication(replication, voters.len())?;
         let limits = match r.limits {
             None => ShardLimits::default(),
             Some(l) => {
@@ -202,7 +203,7 @@ impl pb::freshet_server::Freshet for Api {
                 replication,
                 limits,
                 now_ms: crate::now_ms(),
-                nodes: self.node.config.peers.keys().copied().collect(),
+                nodes: voters,
             })
             .await?;
         Ok(Response::new(pb::CreateStreamResponse {}))
@@ -525,7 +526,7 @@ impl pb::freshet_server::Freshet for Api {
                 entry.replicas.extend(g.replicas);
             }
         };
-        for (id, addr) in &self.node.config.peers {
+        for (id, addr) in &self.node.members() {
             let status = if *id == self.node.id {
                 Some(self.node.local_status())
             } else {

@@ -81,6 +81,12 @@ impl pb::peer_server::Peer for PeerService {
         }
     }
 
+    async fn join(&self, req: Request<pb::JoinRequest>) -> Result<Response<pb::PeerWriteReply>, Status> {
+        let req = req.into_inner();
+        self.node.join(req.node_id, req.address).await.map_err(Status::from)?;
+        body(&())
+    }
+
     async fn local_status(
         &self,
         _req: Request<pb::ClusterStatusRequest>,
