@@ -50,10 +50,13 @@ pub async fn controller(
 
 /// Blocks until this process holds the operator's Lease; afterwards, losing it ends the
 /// process (a restarted pod competes again), so two operators never reconcile at once.
-pub async fn lead(client: Client, namespace: &str, identity: &str) -> anyhow::Result<()> {
+pub async fn lead(client: Client, namespace: &str, identity: &str, duration_secs: u64) -> anyhow::Result<()> {
+    let duration = duration_secs.max(2);
     let manager = kube_lease_manager::LeaseManagerBuilder::new(client, "freshet-operator")
         .with_namespace(namespace)
         .with_identity(identity)
+        .with_duration(duration)
+        .with_grace((duration / 3).max(1))
         .build()
         .await?;
     let (mut leading, task) = manager.watch().await;

@@ -91,6 +91,7 @@ def test_every_option_reaches_the_operator():
     assert env["FRESHET_CLUSTER_DOMAIN"] == "k8s.example.internal"
     assert env["FRESHET_WATCH_NAMESPACE"] == "streaming"
     assert env["FRESHET_LEADER_ELECTION"] == "false"
+    assert env["FRESHET_LEASE_DURATION_SECS"] == "30"
     assert env["FRESHET_METRICS_ADDR"] == "0.0.0.0:9090"
     assert env["RUST_LOG"] == "debug"
     assert pod["serviceAccountName"] == "freshet-operator"

@@ -407,3 +407,74 @@ async fn a_template_change_rolls_the_brokers_one_at_a_time_without_losing_a_reco
     let reasons = event_reasons(&fake);
     assert_eq!(reasons.iter().filter(|r| *r == "BrokerRestarted").count(), 3, "{reasons:?}");
 }
+
+/// Two `freshet-operator` processes against the same API: one holds the Lease and
+/// reconciles, the other waits; when the leader dies, the standby takes over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_operators_elect_one_leader_and_the_standby_takes_over() {
+    use std::process::{Child, Command, Stdio};
+    let fake = FakeApi::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(fake.clone().serve(listener));
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, FakeApi::kubeconfig(addr)).unwrap();
+    /// Kills the process when the test ends, pass or fail.
+    struct Operator(Child);
+    impl Drop for Operator {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let start = |identity: &str| -> (Operator, u16) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let log = std::fs::File::create(dir.path().join(format!("{identity}.log"))).unwrap();
+        let child = Command::new(freshet_tests::bin("freshet-operator"))
+            .arg("run")
+            .env("KUBECONFIG", &kubeconfig)
+            .env("FRESHET_WATCH_NAMESPACE", NS)
+            .env("FRESHET_LEADER_ELECTION", "true")
+            .env("FRESHET_LEASE_DURATION_SECS", "3")
+            .env("POD_NAME", identity)
+            .env("POD_NAMESPACE", "freshet-system")
+            .env("FRESHET_METRICS_ADDR", format!("127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        (Operator(child), port)
+    };
+    let holder = |fake: &FakeApi| {
+        fake.get("coordination.k8s.io/leases", "freshet-system", "freshet-operator")
+            .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_string))
+    };
+    let reconciles = |port: u16| -> u64 {
+        use std::io::{Read, Write};
+        let mut sock = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        sock.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+        let mut text = String::new();
+        sock.read_to_string(&mut text).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("freshet_operator_reconciles_total "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap()
+    };
+
+    let (a, port_a) = start("operator-a");
+    eventually("operator-a to hold the lease", || (holder(&fake)? == "operator-a").then_some(())).await;
+    let (_b, port_b) = start("operator-b");
+    create_stream(&fake, "first", json!({"shards": 1}), json!({})).await;
+    eventually("the leader to reconcile", || fake.get("apps/statefulsets", NS, "first-broker")).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(reconciles(port_a) > 0);
+    assert_eq!(reconciles(port_b), 0, "the standby does not reconcile");
+    assert_eq!(holder(&fake).as_deref(), Some("operator-a"));
+
+    drop(a);
+    eventually("operator-b to take the lease", || (holder(&fake)? == "operator-b").then_some(())).await;
+    create_stream(&fake, "second", json!({"shards": 1}), json!({})).await;
+    eventually("the new leader to reconcile", || fake.get("apps/statefulsets", NS, "second-broker")).await;
+    assert!(reconciles(port_b) > 0);
+}

@@ -37,6 +37,9 @@ enum Command {
         watch_namespace: String,
         #[arg(long, env = "FRESHET_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
         leader_election: bool,
+        /// How long a leader's Lease lasts without renewal before a standby takes over.
+        #[arg(long, env = "FRESHET_LEASE_DURATION_SECS", default_value_t = 15)]
+        lease_duration_secs: u64,
         #[arg(long, env = "FRESHET_METRICS_ADDR", default_value = "0.0.0.0:8080")]
         metrics_addr: std::net::SocketAddr,
         #[arg(long, env = "POD_NAME", default_value = "freshet-operator")]
@@ -73,6 +76,7 @@ async fn main() -> anyhow::Result<()> {
             merge_stabilization_secs: _,
             watch_namespace,
             leader_election,
+            lease_duration_secs,
             metrics_addr,
             pod_name,
             pod_namespace,
@@ -94,7 +98,7 @@ async fn main() -> anyhow::Result<()> {
             ));
             tokio::spawn(freshet_operator::metrics::serve(metrics_addr, ctx.metrics.clone()));
             if leader_election {
-                run::lead(client, &pod_namespace, &pod_name).await?;
+                run::lead(client, &pod_namespace, &pod_name, lease_duration_secs).await?;
             }
             let namespace = (!watch_namespace.is_empty()).then_some(watch_namespace);
             let shutdown = async {
