@@ -35,6 +35,35 @@ pub enum StorageError {
     Corrupt { family: &'static str, key: String },
     #[error("undecodable value in {family}: {reason}")]
     Decode { family: &'static str, reason: String },
+    #[error(
+        "{dir} holds data in storage format {found}, and this build reads format {FORMAT_VERSION}: \
+         run the Freshet version that wrote it, or move the directory aside to start empty"
+    )]
+    Format { dir: String, found: u32 },
+}
+
+/// Version of everything this node writes (keys, bincode layouts of Raft entries and state
+/// machines). Bumped on any incompatible change, so old data is refused with a clear error
+/// instead of misread.
+pub const FORMAT_VERSION: u32 = 1;
+const FORMAT_KEY: &[u8] = b"freshet-storage-format";
+
+/// Stamps a new store with `FORMAT_VERSION`; refuses a store stamped with another. Stores
+/// from before the stamp existed are format 1.
+fn check_format(db: &DB, dir: &Path) -> StorageResult<()> {
+    match db.get(FORMAT_KEY)? {
+        Some(v) => {
+            let found = v.as_slice().try_into().map(u32::from_le_bytes).unwrap_or(0);
+            if found != FORMAT_VERSION {
+                return Err(StorageError::Format { dir: dir.display().to_string(), found });
+            }
+        }
+        None => {
+            db.put(FORMAT_KEY, FORMAT_VERSION.to_le_bytes())?;
+            db.flush_wal(true)?;
+        }
+    }
+    Ok(())
 }
 
 impl From<StorageError> for Error {
@@ -78,6 +107,7 @@ impl Store {
             ColumnFamilyDescriptor::new(*name, cf)
         });
         let db = Arc::new(DB::open_cf_descriptors(&opts, dir, cfs)?);
+        check_format(&db, dir)?;
         let flusher = Flusher::start(&db);
         Ok(Store { db, flusher })
     }
@@ -225,6 +255,17 @@ fn unseal(family: &'static str, key: &[u8], stored: &[u8]) -> StorageResult<Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn data_of_another_format_is_refused_with_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path()).unwrap());
+        let reopened = Store::open(dir.path()).expect("the same format reopens");
+        reopened.db().put(FORMAT_KEY, 2u32.to_le_bytes()).unwrap();
+        drop(reopened);
+        let err = Store::open(dir.path()).err().expect("format 2 is refused").to_string();
+        assert!(err.contains("storage format 2") && err.contains("move the directory aside"), "{err}");
+    }
 
     #[test]
     fn checksum_detects_a_flipped_bit() {
