@@ -10,6 +10,7 @@ use crate::raft::{decode, encode, Command, GroupId, NodeId, RaftTiming, RecordIn
 use crate::shard::writer::{RecordOutcome, WriteRejection, WriteRequest};
 use crate::shard::{ShardReplica, ShardSpec};
 use crate::storage::Store;
+use anyhow::Context as _;
 use openraft::async_runtime::WatchReceiver;
 use openraft::BasicNode;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -58,6 +59,8 @@ pub struct Node {
     shards: RwLock<HashMap<GroupId, Arc<ShardReplica>>>,
     /// Groups whose first-leader announcement is under way.
     announcing: Mutex<HashSet<GroupId>>,
+    /// Groups whose membership this node (their leader) is moving to the placement.
+    moving: Mutex<HashSet<GroupId>>,
     /// Replicas that could not start (for example a checksum mismatch in their log):
     /// they stay down, are reported by cluster status, and never lead.
     failed: Mutex<HashMap<GroupId, String>>,
@@ -93,6 +96,7 @@ impl Node {
             meta_view,
             shards: RwLock::new(HashMap::new()),
             announcing: Mutex::new(HashSet::new()),
+            moving: Mutex::new(HashSet::new()),
             failed: Mutex::new(HashMap::new()),
             reconcile_lock: tokio::sync::Mutex::new(()),
         });
@@ -167,6 +171,38 @@ impl Node {
                 Ok(())
             }
             None => Err(Error::new(ErrorKind::Unavailable, "the metadata group has no leader yet")),
+        }
+    }
+
+    /// Takes `id` out of the metadata group (on its leader, wherever it is). Idempotent.
+    pub async fn remove_node(&self, id: NodeId) -> Result<()> {
+        let m = self.meta.metrics().borrow_watched().clone();
+        if !m.membership_config.voter_ids().any(|v| v == id) {
+            return Ok(());
+        }
+        match m.current_leader {
+            Some(leader) if leader == self.id => {
+                let remove = openraft::ChangeMembers::RemoveVoters(std::collections::BTreeSet::from([id]));
+                self.meta
+                    .change_membership(remove, false)
+                    .await
+                    .map_err(|e| Error::new(ErrorKind::Unavailable, format!("removing node {id}: {e}")))?;
+                tracing::info!("node {id} left the cluster");
+                Ok(())
+            }
+            Some(leader) => {
+                let addr =
+                    self.addr_of(leader).ok_or_else(|| Error::unavailable("metadata leader unknown"))?;
+                let mut client = crate::client::Client::new(&format!("http://{addr}"))
+                    .map_err(|e| Error::unavailable(e.to_string()))?;
+                client
+                    .api
+                    .remove_node(pb::RemoveNodeRequest { node_id: id })
+                    .await
+                    .map_err(|s| Error::new(ErrorKind::Unavailable, s.message().to_string()))?;
+                Ok(())
+            }
+            None => Err(Error::unavailable("the metadata group has no leader yet")),
         }
     }
 
@@ -326,13 +362,21 @@ impl Node {
             let desired: Vec<_> = m
                 .shards_on(self.id)
                 .map(|(s, sh)| {
-                    (sh.group_id, s.name.clone(), sh.index, s.limits, sh.replicas.clone(), sh.ready)
+                    (
+                        sh.group_id,
+                        s.name.clone(),
+                        sh.index,
+                        s.limits,
+                        sh.replicas.clone(),
+                        sh.ready,
+                        sh.retiring.clone(),
+                    )
                 })
                 .collect();
             (desired, m.next_group_id)
         });
         let wanted: HashSet<GroupId> = desired.iter().map(|d| d.0).collect();
-        for (group, stream, index, limits, replicas, ready) in desired {
+        for (group, stream, index, limits, replicas, ready, retiring) in desired {
             let replica = match self.shard(group) {
                 Some(r) => {
                     r.limits.send_if_modified(|l| std::mem::replace(l, limits) != limits);
@@ -370,16 +414,29 @@ impl Node {
                 && self.announcing.lock().expect("lock").insert(group)
             {
                 tokio::spawn(self.clone().announce_ready(replica, replicas));
+            } else if ready && replica.raft.is_leader() {
+                let voters: HashSet<NodeId> =
+                    replica.raft.metrics().borrow_watched().membership_config.voter_ids().collect();
+                let target: HashSet<NodeId> = replicas.iter().copied().collect();
+                if (voters != target || !retiring.is_empty())
+                    && self.moving.lock().expect("lock").insert(group)
+                {
+                    tokio::spawn(self.clone().move_membership(replica, replicas, retiring));
+                }
             }
         }
-        // Replicas of deleted streams: stop them and reclaim their storage.
+        // Replicas of deleted streams, or retired by a drain: stop them, reclaim storage.
         let gone: Vec<Arc<ShardReplica>> = {
             let mut shards = self.shards.write().expect("shards lock");
             let ids: Vec<GroupId> = shards.keys().copied().filter(|g| !wanted.contains(g)).collect();
             ids.into_iter().filter_map(|g| shards.remove(&g)).collect()
         };
         for r in gone {
-            tracing::info!(group = r.group, "stream deleted: removing shard replica {}", r.shard_index);
+            tracing::info!(
+                group = r.group,
+                "shard replica {} is no longer placed here: removing it",
+                r.shard_index
+            );
             let _ = r.raft.shutdown().await;
         }
         let store = self.store.clone();
@@ -417,6 +474,44 @@ impl Node {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         self.announcing.lock().expect("lock").remove(&group);
+    }
+
+    /// As a group's leader, moves its membership to the placement: new replicas join as
+    /// learners and catch up, then one joint change swaps the voters, then the replaced
+    /// replicas are reported retired (and their nodes drop them).
+    async fn move_membership(
+        self: Arc<Self>,
+        replica: Arc<ShardReplica>,
+        target: Vec<NodeId>,
+        retiring: Vec<NodeId>,
+    ) {
+        let group = replica.group;
+        let result: anyhow::Result<()> = async {
+            let voters: HashSet<NodeId> =
+                replica.raft.metrics().borrow_watched().membership_config.voter_ids().collect();
+            let wanted: std::collections::BTreeSet<NodeId> = target.iter().copied().collect();
+            if voters != wanted.iter().copied().collect::<HashSet<_>>() {
+                for n in wanted.iter().filter(|n| !voters.contains(n)) {
+                    let addr = self.addr_of(*n).with_context(|| format!("no address for node {n}"))?;
+                    let added = replica.raft.add_learner(*n, BasicNode::new(&addr), true);
+                    tokio::time::timeout(Duration::from_secs(120), added)
+                        .await
+                        .context("the new replica did not catch up within 120 s")??;
+                }
+                let swap = openraft::ChangeMembers::ReplaceAllVoters(wanted.clone());
+                replica.raft.change_membership(swap, false).await?;
+                tracing::info!(group, "shard replicas moved to {wanted:?}");
+            }
+            for n in retiring {
+                self.meta_write(MetaCommand::ReplicaRetired { group_id: group, node: n }).await?;
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(group, "moving shard replicas: {e:#}");
+        }
+        self.moving.lock().expect("lock").remove(&group);
     }
 
     /// Where to serve a read for `group`: the local replica when it leads and has applied

@@ -59,6 +59,7 @@ mod tests {
                     replicas: vec![1],
                     epoch: 0,
                     ready: true,
+                    retiring: Vec::new(),
                     ending_sequence_number: None,
                 })
                 .collect(),

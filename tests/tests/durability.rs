@@ -133,3 +133,71 @@ async fn a_node_down_during_writes_catches_up_and_can_lead() {
     verify(&ledger, &read);
     assert_eq!(read["shardId-000000000000"].len(), ledger.acked.load(Ordering::Relaxed));
 }
+
+/// Scale-down's broker half: every replica moves off a node (new replica as a learner,
+/// caught up, then one membership change) while producers write, then the node leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_a_node_moves_its_replicas_under_load_and_loses_nothing() {
+    use freshet_tests::freshet_broker::pb;
+    let mut cluster = Cluster::start(4).await;
+    cluster.create_stream("orders", 4, unlimited()).await;
+    let before = cluster.client(1).describe("orders").await.unwrap();
+    assert!(before.shards.iter().any(|s| s.replicas.contains(&4)), "node 4 holds replicas to move");
+    let ledger = Arc::new(Ledger::default());
+    let endpoints: Vec<String> = cluster.brokers.iter().filter(|b| b.id != 4).map(|b| b.endpoint()).collect();
+    let producers: Vec<_> = (0..PRODUCERS)
+        .map(|p| {
+            tokio::spawn(produce(
+                endpoints.clone(),
+                "orders".into(),
+                p,
+                KEYS_PER_PRODUCER,
+                usize::MAX,
+                ledger.clone(),
+            ))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let mut api = cluster.client(1).api;
+    let refused = api.remove_node(pb::RemoveNodeRequest { node_id: 4 }).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
+    assert!(refused.message().contains("drain it first"), "{}", refused.message());
+    let start = std::time::Instant::now();
+    loop {
+        let left = api.drain_node(pb::DrainNodeRequest { node_id: 4 }).await.unwrap().into_inner();
+        if left.replicas_remaining == 0 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "{} replicas still on node 4\n{}",
+            left.replicas_remaining,
+            cluster.log_tails()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let after = cluster.client(1).describe("orders").await.unwrap();
+    assert!(
+        after.shards.iter().all(|s| !s.replicas.contains(&4) && s.replicas.len() == 3),
+        "{:?}",
+        after.shards
+    );
+    api.remove_node(pb::RemoveNodeRequest { node_id: 4 }).await.unwrap();
+    cluster.stop(4);
+
+    while ledger.acked.load(Ordering::Relaxed) < 3_000 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    ledger.stop.store(true, Ordering::Relaxed);
+    for p in producers {
+        p.await.unwrap();
+    }
+    cluster.wait_leaders("orders").await;
+    let read = read_all(&cluster.client(1), "orders").await;
+    verify(&ledger, &read);
+
+    // Three nodes left and replication 3: another drain has nowhere to go.
+    let err = api.drain_node(pb::DrainNodeRequest { node_id: 3 }).await.unwrap_err();
+    assert!(err.message().contains("Add a node first"), "{}", err.message());
+}

@@ -254,6 +254,41 @@ impl pb::freshet_server::Freshet for Api {
         Ok(Response::new(pb::ListStreamsResponse { stream_names }))
     }
 
+    async fn drain_node(
+        &self,
+        req: Request<pb::DrainNodeRequest>,
+    ) -> Result<Response<pb::DrainNodeResponse>, Status> {
+        let node = req.into_inner().node_id;
+        self.node.meta_barrier().await?;
+        let voters = self.node.voters();
+        if !voters.contains(&node) {
+            return Err(Error::not_found(format!("Node {node} is not a member of the cluster.")).into());
+        }
+        if !self.node.meta_view.read(|m| m.draining.contains(&node)) {
+            self.node.meta_write(MetaCommand::DrainNode { node, nodes: voters }).await?;
+        }
+        let remaining = self.node.meta_view.read(|m| m.replicas_on(node)) as u64;
+        Ok(Response::new(pb::DrainNodeResponse { replicas_remaining: remaining }))
+    }
+
+    async fn remove_node(
+        &self,
+        req: Request<pb::RemoveNodeRequest>,
+    ) -> Result<Response<pb::RemoveNodeResponse>, Status> {
+        let node = req.into_inner().node_id;
+        self.node.meta_barrier().await?;
+        let remaining = self.node.meta_view.read(|m| m.replicas_on(node));
+        if remaining > 0 {
+            return Err(Error::new(
+                ErrorKind::ResourceInUse,
+                format!("Node {node} still holds {remaining} shard replicas: drain it first (DrainNode)."),
+            )
+            .into());
+        }
+        self.node.remove_node(node).await?;
+        Ok(Response::new(pb::RemoveNodeResponse {}))
+    }
+
     async fn delete_stream(
         &self,
         req: Request<pb::DeleteStreamRequest>,

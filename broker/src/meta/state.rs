@@ -40,6 +40,9 @@ pub struct ShardMeta {
     pub epoch: u32,
     /// The group has elected its first leader.
     pub ready: bool,
+    /// Nodes whose replica is being replaced (a drain): they keep it until the group's
+    /// leader has moved the membership to `replicas` and reported them retired.
+    pub retiring: Vec<NodeId>,
     pub ending_sequence_number: Option<String>,
 }
 
@@ -97,6 +100,8 @@ pub struct MetaState {
     pub secret: Vec<u8>,
     pub streams: BTreeMap<String, StreamMeta>,
     pub next_group_id: u64,
+    /// Nodes being emptied: no new replicas go there.
+    pub draining: std::collections::BTreeSet<NodeId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,6 +126,17 @@ pub enum MetaCommand {
     },
     DeleteStream {
         name: String,
+    },
+    /// Move every replica off `node` (to the least-loaded of `nodes` not holding one) and
+    /// place nothing new there.
+    DrainNode {
+        node: NodeId,
+        nodes: Vec<NodeId>,
+    },
+    /// The group's membership no longer includes `node`: its replica can go.
+    ReplicaRetired {
+        group_id: u64,
+        node: NodeId,
     },
 }
 
@@ -155,6 +171,7 @@ impl MetaState {
                         crate::ACCOUNT_ID
                     )));
                 }
+                let nodes: Vec<NodeId> = nodes.into_iter().filter(|n| !self.draining.contains(n)).collect();
                 limits::validate_replication(replication, nodes.len())?;
                 let first_group = self.next_group_id.max(1);
                 let shards = HashKeyRange::split_evenly(shard_count)
@@ -169,6 +186,7 @@ impl MetaState {
                             replicas: place(group_id, replication, &nodes),
                             epoch: 0,
                             ready: false,
+                            retiring: Vec::new(),
                             ending_sequence_number: None,
                         }
                     })
@@ -202,16 +220,68 @@ impl MetaState {
                     return Err(Error::stream_not_found(&name));
                 }
             }
+            MetaCommand::DrainNode { node, nodes } => self.drain(node, &nodes)?,
+            MetaCommand::ReplicaRetired { group_id, node } => {
+                for stream in self.streams.values_mut() {
+                    for shard in stream.shards.iter_mut().filter(|s| s.group_id == group_id) {
+                        shard.retiring.retain(|n| *n != node);
+                    }
+                }
+            }
         }
         Ok(MetaReply::Done)
     }
 
-    /// Every shard (of every stream) with a replica on `node`.
+    /// Every shard (of every stream) with a replica on `node`, retiring ones included.
     pub fn shards_on(&self, node: NodeId) -> impl Iterator<Item = (&StreamMeta, &ShardMeta)> {
         self.streams
             .values()
             .flat_map(|s| s.shards.iter().map(move |sh| (s, sh)))
-            .filter(move |(_, sh)| sh.replicas.contains(&node))
+            .filter(move |(_, sh)| sh.replicas.contains(&node) || sh.retiring.contains(&node))
+    }
+
+    /// Replicas still on `node` (a drained node is empty when this reaches 0).
+    pub fn replicas_on(&self, node: NodeId) -> usize {
+        self.shards_on(node).count()
+    }
+
+    /// Replaces `node` in every shard's replicas by the least-loaded other node; the old
+    /// replica retires once the group's leader has changed the membership. Idempotent.
+    fn drain(&mut self, node: NodeId, nodes: &[NodeId]) -> Result<()> {
+        let targets: Vec<NodeId> =
+            nodes.iter().copied().filter(|n| *n != node && !self.draining.contains(n)).collect();
+        let mut load: BTreeMap<NodeId, usize> = targets.iter().map(|n| (*n, self.replicas_on(*n))).collect();
+        let mut plan = Vec::new();
+        for stream in self.streams.values() {
+            for shard in stream.shards.iter().filter(|s| s.replicas.contains(&node)) {
+                let to = load
+                    .iter()
+                    .filter(|(n, _)| !shard.replicas.contains(n))
+                    .min_by_key(|(n, l)| (**l, **n))
+                    .map(|(n, _)| *n)
+                    .ok_or_else(|| {
+                        Error::invalid(format!(
+                            "Cannot drain node {node}: {} {} already has a replica on every other node. Add a node first.",
+                            stream.name,
+                            shard.shard_id()
+                        ))
+                    })?;
+                *load.get_mut(&to).expect("target") += 1;
+                plan.push((shard.group_id, to));
+            }
+        }
+        self.draining.insert(node);
+        for (group, to) in plan {
+            for stream in self.streams.values_mut() {
+                for shard in stream.shards.iter_mut().filter(|s| s.group_id == group) {
+                    for r in shard.replicas.iter_mut().filter(|r| **r == node) {
+                        *r = to;
+                    }
+                    shard.retiring.push(node);
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn shard_by_group(&self, group_id: u64) -> Option<(&StreamMeta, &ShardMeta)> {
@@ -235,6 +305,54 @@ pub fn place(group_id: u64, rf: u32, nodes: &[NodeId]) -> Vec<NodeId> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn draining_moves_every_replica_to_the_least_loaded_nodes_and_retires_the_old_ones() {
+        let mut m = MetaState::default();
+        m.apply(MetaCommand::Init { secret: vec![1] }).unwrap();
+        let mut c = create("s", 8, 3);
+        if let MetaCommand::CreateStream { nodes, .. } = &mut c {
+            *nodes = vec![1, 2, 3, 4];
+        }
+        m.apply(c).unwrap();
+        let on4 = m.replicas_on(4);
+        assert!(on4 > 0);
+        m.apply(MetaCommand::DrainNode { node: 4, nodes: vec![1, 2, 3, 4] }).unwrap();
+        for sh in &m.streams["s"].shards {
+            assert!(!sh.replicas.contains(&4), "{sh:?}");
+            assert_eq!(sh.replicas.len(), 3);
+            let mut distinct = sh.replicas.clone();
+            distinct.sort();
+            distinct.dedup();
+            assert_eq!(distinct.len(), 3, "replicas stay on distinct nodes");
+        }
+        assert_eq!(m.replicas_on(4), on4, "node 4 keeps its replicas until they retire");
+        let retiring: Vec<u64> =
+            m.streams["s"].shards.iter().filter(|s| s.retiring.contains(&4)).map(|s| s.group_id).collect();
+        for g in retiring {
+            m.apply(MetaCommand::ReplicaRetired { group_id: g, node: 4 }).unwrap();
+        }
+        assert_eq!(m.replicas_on(4), 0);
+        // New streams avoid a drained node; a second drain is a no-op.
+        m.apply(MetaCommand::DrainNode { node: 4, nodes: vec![1, 2, 3, 4] }).unwrap();
+        let mut c = create("t", 4, 3);
+        if let MetaCommand::CreateStream { nodes, .. } = &mut c {
+            *nodes = vec![1, 2, 3, 4];
+        }
+        m.apply(c).unwrap();
+        assert_eq!(m.replicas_on(4), 0);
+    }
+
+    #[test]
+    fn a_drain_that_leaves_too_few_nodes_is_refused_and_changes_nothing() {
+        let mut m = MetaState::default();
+        m.apply(MetaCommand::Init { secret: vec![1] }).unwrap();
+        m.apply(create("s", 2, 3)).unwrap();
+        let before = m.clone();
+        let err = m.apply(MetaCommand::DrainNode { node: 3, nodes: vec![1, 2, 3] }).unwrap_err();
+        assert!(err.to_string().contains("Add a node first"), "{err}");
+        assert_eq!(m, before);
+    }
 
     fn create(name: &str, shards: u32, rf: u32) -> MetaCommand {
         MetaCommand::CreateStream {

@@ -45,11 +45,11 @@ pub enum StorageError {
 /// Version of everything this node writes (keys, bincode layouts of Raft entries and state
 /// machines). Bumped on any incompatible change, so old data is refused with a clear error
 /// instead of misread.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 const FORMAT_KEY: &[u8] = b"freshet-storage-format";
 
 /// Stamps a new store with `FORMAT_VERSION`; refuses a store stamped with another. Stores
-/// from before the stamp existed are format 1.
+/// from before the stamp existed count as format 1.
 fn check_format(db: &DB, dir: &Path) -> StorageResult<()> {
     match db.get(FORMAT_KEY)? {
         Some(v) => {
@@ -58,12 +58,23 @@ fn check_format(db: &DB, dir: &Path) -> StorageResult<()> {
                 return Err(StorageError::Format { dir: dir.display().to_string(), found });
             }
         }
+        None if has_data(db) => {
+            return Err(StorageError::Format { dir: dir.display().to_string(), found: 1 });
+        }
         None => {
             db.put(FORMAT_KEY, FORMAT_VERSION.to_le_bytes())?;
             db.flush_wal(true)?;
         }
     }
     Ok(())
+}
+
+fn has_data(db: &DB) -> bool {
+    db.cf_handle(CF_RAFT_META).is_some_and(|cf| {
+        let mut it = db.raw_iterator_cf(cf);
+        it.seek_to_first();
+        it.valid()
+    })
 }
 
 impl From<StorageError> for Error {
@@ -261,10 +272,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         drop(Store::open(dir.path()).unwrap());
         let reopened = Store::open(dir.path()).expect("the same format reopens");
-        reopened.db().put(FORMAT_KEY, 2u32.to_le_bytes()).unwrap();
+        reopened.db().put(FORMAT_KEY, 9u32.to_le_bytes()).unwrap();
         drop(reopened);
-        let err = Store::open(dir.path()).err().expect("format 2 is refused").to_string();
-        assert!(err.contains("storage format 2") && err.contains("move the directory aside"), "{err}");
+        let err = Store::open(dir.path()).err().expect("format 9 is refused").to_string();
+        assert!(err.contains("storage format 9") && err.contains("move the directory aside"), "{err}");
     }
 
     #[test]
