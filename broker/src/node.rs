@@ -108,13 +108,16 @@ impl Node {
     }
 
     /// Every node of the cluster and its address: the metadata group's membership (which
-    /// grows as nodes join), plus the configured peers not in it yet.
+    /// grows as nodes join and shrinks as they are removed), this node included.
     pub fn members(&self) -> BTreeMap<NodeId, String> {
-        let mut out = self.config.peers.clone();
         let m = self.meta.metrics().borrow_watched().clone();
-        for (id, node) in m.membership_config.nodes() {
-            out.insert(*id, node.addr.clone());
+        let mut out: BTreeMap<NodeId, String> =
+            m.membership_config.nodes().map(|(id, node)| (*id, node.addr.clone())).collect();
+        if out.is_empty() {
+            // Not part of a formed cluster yet: the configured peers are all we know.
+            out = self.config.peers.clone();
         }
+        out.entry(self.id).or_insert_with(|| self.config.advertise.clone());
         out
     }
 

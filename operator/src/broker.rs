@@ -42,16 +42,22 @@ impl Admin {
     pub async fn describe(&self, name: &str) -> Result<Option<Observed>, tonic::Status> {
         match self.client.describe(name).await {
             Ok(d) => {
-                let closed = d.shards.iter().filter(|s| s.ending_sequence_number.is_some()).count() as u32;
+                // Leaders as every node reports them: one node knows only the shards it hosts.
+                let status = self.cluster_status().await?;
+                let led: std::collections::HashSet<&str> = status
+                    .groups
+                    .iter()
+                    .filter(|g| g.stream_name == name && g.leader.is_some())
+                    .map(|g| g.shard_id.as_str())
+                    .collect();
+                let open: Vec<&pb::Shard> =
+                    d.shards.iter().filter(|s| s.ending_sequence_number.is_none()).collect();
                 Ok(Some(Observed {
-                    status: d.status,
-                    open_shards: d.shards.len() as u32 - closed,
-                    closed_shards: closed,
-                    shards_without_leader: d
-                        .shards
-                        .iter()
-                        .filter(|s| s.ending_sequence_number.is_none() && s.leader.is_none())
-                        .count() as u32,
+                    status: d.status.clone(),
+                    open_shards: open.len() as u32,
+                    closed_shards: (d.shards.len() - open.len()) as u32,
+                    shards_without_leader: open.iter().filter(|s| !led.contains(s.shard_id.as_str())).count()
+                        as u32,
                     retention_hours: d.retention_hours,
                 }))
             }
@@ -84,6 +90,20 @@ impl Admin {
 
     pub async fn cluster_status(&self) -> Result<pb::ClusterStatusResponse, tonic::Status> {
         Ok(self.client.api.clone().cluster_status(pb::ClusterStatusRequest {}).await?.into_inner())
+    }
+
+    /// Starts (or continues) moving every replica off `node`; returns how many remain.
+    /// A node that is no longer a member has none.
+    pub async fn drain(&self, node: u64) -> Result<u64, tonic::Status> {
+        match self.client.api.clone().drain_node(pb::DrainNodeRequest { node_id: node }).await {
+            Ok(r) => Ok(r.into_inner().replicas_remaining),
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(0),
+            Err(s) => Err(s),
+        }
+    }
+
+    pub async fn remove_node(&self, node: u64) -> Result<(), tonic::Status> {
+        self.client.api.clone().remove_node(pb::RemoveNodeRequest { node_id: node }).await.map(|_| ())
     }
 
     pub async fn delete(&self, name: &str) -> Result<(), tonic::Status> {

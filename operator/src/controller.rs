@@ -177,27 +177,24 @@ async fn apply(stream: &Stream, ctx: &Context) -> Result<Action, Error> {
     };
     let ns = plan.namespace.clone();
     let settings = &ctx.settings;
+    let live_shards = stream.status.as_ref().map(|s| s.shards).unwrap_or(0);
+    let plan = plan.with_live_shards(live_shards, settings);
 
-    // Settings and names first: the pods read both as they start.
-    let cm = configmap::configmap(stream, &plan, settings);
-    let digest = configmap::digest(cm.data.as_ref().expect("configmap data"));
-    apply_object(ctx, &ns, &cm).await?;
-    apply_object(ctx, &ns, &services::peer_service(stream, &plan)).await?;
-    apply_object(ctx, &ns, &services::client_service(stream, &plan)).await?;
-    apply_object(ctx, &ns, &pdb::pdb(stream, &plan)).await?;
-
+    // Brokers leave only after every replica they host has moved (`drain_brokers`): until
+    // then everything is sized for the brokers that run now.
     let sts_api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
     let existing = sts_api.get_opt(&plan.statefulset_name()).await?;
-    let mut desired = statefulset(stream, &plan, settings, &digest);
-    let mut held_scale_down = None;
+    let current =
+        existing.as_ref().and_then(|e| e.spec.as_ref()).and_then(|s| s.replicas).unwrap_or(0) as u32;
+    let mut effective = plan.clone();
+    effective.brokers = plan.brokers.max(current);
+    let held_scale_down = (effective.brokers > plan.brokers).then_some(current);
+
+    // Settings and names first: the pods read both as they start.
+    let digest = apply_settings(stream, ctx, &effective).await?;
+    let mut desired = statefulset(stream, &effective, settings, &digest);
     if let Some(existing) = &existing {
         keep_immutable_fields(&mut desired, existing);
-        let current = existing.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0) as u32;
-        if plan.brokers < current {
-            // Brokers leave only after every replica they host has moved elsewhere.
-            held_scale_down = Some(current);
-            desired.spec.as_mut().expect("spec").replicas = Some(current as i32);
-        }
         grow_volumes(stream, ctx, &plan, current).await?;
     }
     let sts = apply_object(ctx, &ns, &desired).await?;
@@ -234,6 +231,27 @@ async fn apply(stream: &Stream, ctx: &Context) -> Result<Action, Error> {
             })?
         }
     };
+    if held_scale_down.is_some() {
+        if let Some(waiting) = drain_brokers(ctx, &plan, effective.brokers, &admin).await? {
+            write_status(stream, ctx, &waiting, Some(&plan), Some(brokers), Some(&observed)).await?;
+            return Ok(Action::requeue(PROGRESS_POLL));
+        }
+        // Every replica moved and those brokers left the cluster: shrink the set, then
+        // the remaining brokers roll onto the shorter peer list.
+        let digest = apply_settings(stream, ctx, &plan).await?;
+        let mut smaller = statefulset(stream, &plan, settings, &digest);
+        keep_immutable_fields(&mut smaller, &sts);
+        apply_object(ctx, &ns, &smaller).await?;
+        let note = format!(
+            "removed brokers {} to {}: their replicas moved first",
+            plan.brokers,
+            effective.brokers - 1
+        );
+        ctx.event(stream, EventType::Normal, "BrokersRemoved", note.clone()).await;
+        let phase = Phase::Progressing { reason: "ScaleDown", message: note };
+        write_status(stream, ctx, &phase, Some(&plan), Some(brokers), Some(&observed)).await?;
+        return Ok(Action::requeue(PROGRESS_POLL));
+    }
     let phase = match roll_brokers(stream, ctx, &plan, &sts, &admin).await {
         Ok(Some(rolling)) => rolling,
         Ok(None) => decide_phase(&plan, &observed, held_scale_down),
@@ -244,6 +262,47 @@ async fn apply(stream: &Stream, ctx: &Context) -> Result<Action, Error> {
         Phase::Ready => Action::requeue(RESYNC),
         _ => Action::requeue(PROGRESS_POLL),
     })
+}
+
+/// Applies the ConfigMap, Services and PDB for `plan`; returns the settings' digest.
+async fn apply_settings(stream: &Stream, ctx: &Context, plan: &Plan) -> Result<String, Error> {
+    let cm = configmap::configmap(stream, plan, &ctx.settings);
+    let digest = configmap::digest(cm.data.as_ref().expect("configmap data"));
+    apply_object(ctx, &plan.namespace, &cm).await?;
+    apply_object(ctx, &plan.namespace, &services::peer_service(stream, plan)).await?;
+    apply_object(ctx, &plan.namespace, &services::client_service(stream, plan)).await?;
+    apply_object(ctx, &plan.namespace, &pdb::pdb(stream, plan)).await?;
+    Ok(digest)
+}
+
+/// Moves every replica off the brokers above `plan.brokers` (highest ordinals) and takes
+/// them out of the cluster. Some(phase) while replicas are still moving.
+async fn drain_brokers(
+    ctx: &Context,
+    plan: &Plan,
+    current: u32,
+    admin: &Admin,
+) -> Result<Option<Phase>, Error> {
+    let endpoint = (ctx.locate)(plan);
+    let broker_err = |status| Error::Broker { endpoint: endpoint.clone(), status };
+    let leaving: Vec<u64> = (plan.brokers..current).map(|ordinal| u64::from(ordinal) + 1).collect();
+    let mut remaining = 0;
+    for node in &leaving {
+        remaining += admin.drain(*node).await.map_err(broker_err)?;
+    }
+    if remaining > 0 {
+        return Ok(Some(Phase::Progressing {
+            reason: "ScaleDownPending",
+            message: format!(
+                "{} brokers would do, {current} run: moving {remaining} shard replicas off broker nodes {leaving:?}",
+                plan.brokers
+            ),
+        }));
+    }
+    for node in &leaving {
+        admin.remove_node(*node).await.map_err(broker_err)?;
+    }
+    Ok(None)
 }
 
 /// Replicas a follower may trail its leader by and still count as caught up for a restart.

@@ -478,3 +478,60 @@ async fn two_operators_elect_one_leader_and_the_standby_takes_over() {
     eventually("the new leader to reconcile", || fake.get("apps/statefulsets", NS, "second-broker")).await;
     assert!(reconciles(port_b) > 0);
 }
+
+/// Fewer brokers suffice (here: the chart's capacity per broker was raised): the operator
+/// drains the highest ordinal through the brokers' admin API, every replica moves while
+/// producers write, the broker leaves the cluster, and only then does the set shrink.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fewer_brokers_are_reached_by_draining_the_highest_ordinal_first() {
+    use freshet_tests::workload::{produce, verify, Ledger};
+    use std::sync::atomic::Ordering;
+    let mut cluster = Cluster::start(4).await;
+    let fake = FakeApi::new();
+    fake.set_statefulsets_ready(true);
+    let endpoint = cluster.brokers[0].endpoint();
+    let small = Settings { replicas_per_broker: 6, ..Settings::default() };
+    let first = operator(&fake, endpoint.clone(), small);
+    create_stream(&fake, "shrink", json!({"shards": 8, "shardLimits": "Off"}), json!({})).await;
+    eventually("Ready on 4 brokers", || {
+        let s = stream_obj(&fake, "shrink")?;
+        (condition(&s, "Ready")?.0 == "True" && s["status"]["brokers"]["desired"] == 4).then_some(())
+    })
+    .await;
+    let described = cluster.client(1).describe("shrink").await.unwrap();
+    assert!(described.shards.iter().any(|s| s.replicas.contains(&4)));
+    let ledger = Arc::new(Ledger::default());
+    let endpoints: Vec<String> = cluster.brokers.iter().filter(|b| b.id != 4).map(|b| b.endpoint()).collect();
+    let producers: Vec<_> = (0..3)
+        .map(|p| tokio::spawn(produce(endpoints.clone(), "shrink".into(), p, 20, usize::MAX, ledger.clone())))
+        .collect();
+
+    // The operator restarts with 100 replicas per broker: 8 x 3 replicas need 3 brokers.
+    drop(first);
+    let _second = operator(&fake, endpoint, Settings::default());
+    eventually("3 brokers", || {
+        fake.get("apps/statefulsets", NS, "shrink-broker").filter(|s| s["spec"]["replicas"] == 3)
+    })
+    .await;
+    let described = cluster.client(1).describe("shrink").await.unwrap();
+    assert!(
+        described.shards.iter().all(|s| !s.replicas.contains(&4) && s.replicas.len() == 3),
+        "the set shrank only after every replica left node 4: {:?}",
+        described.shards
+    );
+    cluster.stop(4); // the StatefulSet controller deletes pod 3
+    let reasons = event_reasons(&fake);
+    assert!(reasons.contains(&"BrokersRemoved".to_string()), "{reasons:?}");
+    let peers = fake.get("/configmaps", NS, "shrink-broker-config").unwrap()["data"]["FRESHET_PEERS"].clone();
+    assert_eq!(peers.as_str().unwrap().split(',').count(), 3, "the peer list shrinks too");
+
+    while ledger.acked.load(Ordering::Relaxed) < 2_000 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    ledger.stop.store(true, Ordering::Relaxed);
+    for p in producers {
+        p.await.unwrap();
+    }
+    cluster.wait_leaders("shrink").await;
+    verify(&ledger, &freshet_tests::read_all(&cluster.client(1), "shrink").await);
+}

@@ -66,6 +66,14 @@ impl Plan {
         })
     }
 
+    /// Brokers never fewer than the shards that are open now need (a stream is not
+    /// shrunk under its live shards while merges are pending).
+    pub fn with_live_shards(mut self, live_shards: u32, settings: &Settings) -> Plan {
+        let needed = capacity::broker_pods(live_shards, self.replication, settings.replicas_per_broker);
+        self.brokers = self.brokers.max(needed);
+        self
+    }
+
     pub fn statefulset_name(&self) -> String {
         format!("{}-broker", self.name)
     }
