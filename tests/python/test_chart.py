@@ -94,6 +94,7 @@ def test_every_option_reaches_the_operator():
     assert env["FRESHET_LEASE_DURATION_SECS"] == "30"
     assert env["FRESHET_METRICS_ADDR"] == "0.0.0.0:9090"
     assert env["RUST_LOG"] == "debug"
+    assert env["FRESHET_LOG_FORMAT"] == "text"
     assert pod["serviceAccountName"] == "freshet-operator"
     assert pod["imagePullSecrets"] == [{"name": "registry-credentials"}]
     assert pod["priorityClassName"] == "system-cluster-critical"
@@ -122,6 +123,7 @@ def test_rbac_grants_only_what_the_operator_uses():
     {"image": {"repository": "x", "pullPolicy": "Sometimes"}},
     {"watchNamespace": "Not_A_Namespace"},
     {"metrics": {"port": 70000}},
+    {"logFormat": "xml"},
     {"typo": True},
 ], ids=lambda v: next(iter(v)))
 def test_bad_values_are_refused_with_the_offending_field(bad):

@@ -60,12 +60,14 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_target(false)
-        .init();
+    // JSON lines by default (one object per event, with the stream and reason as fields)
+    // for log pipelines; FRESHET_LOG_FORMAT=text for people.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    if std::env::var("FRESHET_LOG_FORMAT").is_ok_and(|f| f == "text") {
+        tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    } else {
+        tracing_subscriber::fmt().json().with_env_filter(filter).with_current_span(false).init();
+    }
     match Args::parse().command {
         Command::Run {
             broker_image,
