@@ -406,6 +406,28 @@ pub mod workload {
         }
     }
 
+    /// Lets the producers reach `at_least` acknowledgements, stops them, and checks that
+    /// `stream`, read through `client` once every shard has a leader, holds what they were
+    /// told (`verify`).
+    pub async fn stop_and_verify(
+        cluster: &Cluster,
+        client: &Client,
+        stream: &str,
+        ledger: &Ledger,
+        producers: Vec<tokio::task::JoinHandle<()>>,
+        at_least: usize,
+    ) {
+        while ledger.acked.load(Ordering::Relaxed) < at_least {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        ledger.stop.store(true, Ordering::Relaxed);
+        for p in producers {
+            p.await.unwrap();
+        }
+        cluster.wait_leaders(stream).await;
+        verify(ledger, &read_all(client, stream).await);
+    }
+
     /// Checks what was read back against what was acknowledged.
     pub fn verify(ledger: &Ledger, read: &BTreeMap<String, Vec<pb::Record>>) {
         let acks = ledger.acks.lock().unwrap();

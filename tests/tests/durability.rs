@@ -1,6 +1,6 @@
 //! No acknowledged record is lost, duplicated or reordered when nodes are SIGKILLed.
 
-use freshet_tests::workload::{produce, verify, Ledger};
+use freshet_tests::workload::{produce, stop_and_verify, verify, Ledger};
 use freshet_tests::{read_all, unlimited, Cluster};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -186,16 +186,7 @@ async fn draining_a_node_moves_its_replicas_under_load_and_loses_nothing() {
     api.remove_node(pb::RemoveNodeRequest { node_id: 4 }).await.unwrap();
     cluster.stop(4);
 
-    while ledger.acked.load(Ordering::Relaxed) < 3_000 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    ledger.stop.store(true, Ordering::Relaxed);
-    for p in producers {
-        p.await.unwrap();
-    }
-    cluster.wait_leaders("orders").await;
-    let read = read_all(&cluster.client(1), "orders").await;
-    verify(&ledger, &read);
+    stop_and_verify(&cluster, &cluster.client(1), "orders", &ledger, producers, 3_000).await;
 
     // Three nodes left and replication 3: another drain has nowhere to go.
     let err = api.drain_node(pb::DrainNodeRequest { node_id: 3 }).await.unwrap_err();

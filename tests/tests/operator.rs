@@ -312,8 +312,7 @@ async fn a_spec_the_brokers_cannot_honour_is_degraded_without_creating_anything(
 /// producers keep writing to the real brokers, and no acknowledged record is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_template_change_rolls_the_brokers_one_at_a_time_without_losing_a_record() {
-    use freshet_tests::workload::{produce, verify, Ledger};
-    use std::sync::atomic::Ordering;
+    use freshet_tests::workload::{produce, stop_and_verify, Ledger};
     use std::sync::Mutex;
 
     let mut cluster = Cluster::start(3).await;
@@ -394,16 +393,7 @@ async fn a_template_change_rolls_the_brokers_one_at_a_time_without_losing_a_reco
     })
     .await;
 
-    while ledger.acked.load(Ordering::Relaxed) < 2_000 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    ledger.stop.store(true, Ordering::Relaxed);
-    for p in producers {
-        p.await.unwrap();
-    }
-    cluster.wait_leaders("rolled").await;
-    let read = freshet_tests::read_all(&cluster.any_client(), "rolled").await;
-    verify(&ledger, &read);
+    stop_and_verify(&cluster, &cluster.any_client(), "rolled", &ledger, producers, 2_000).await;
     let reasons = event_reasons(&fake);
     assert_eq!(reasons.iter().filter(|r| *r == "BrokerRestarted").count(), 3, "{reasons:?}");
 }
@@ -484,8 +474,7 @@ async fn two_operators_elect_one_leader_and_the_standby_takes_over() {
 /// producers write, the broker leaves the cluster, and only then does the set shrink.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fewer_brokers_are_reached_by_draining_the_highest_ordinal_first() {
-    use freshet_tests::workload::{produce, verify, Ledger};
-    use std::sync::atomic::Ordering;
+    use freshet_tests::workload::{produce, stop_and_verify, Ledger};
     let mut cluster = Cluster::start(4).await;
     let fake = FakeApi::new();
     fake.set_statefulsets_ready(true);
@@ -525,13 +514,5 @@ async fn fewer_brokers_are_reached_by_draining_the_highest_ordinal_first() {
     let peers = fake.get("/configmaps", NS, "shrink-broker-config").unwrap()["data"]["FRESHET_PEERS"].clone();
     assert_eq!(peers.as_str().unwrap().split(',').count(), 3, "the peer list shrinks too");
 
-    while ledger.acked.load(Ordering::Relaxed) < 2_000 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    ledger.stop.store(true, Ordering::Relaxed);
-    for p in producers {
-        p.await.unwrap();
-    }
-    cluster.wait_leaders("shrink").await;
-    verify(&ledger, &freshet_tests::read_all(&cluster.client(1), "shrink").await);
+    stop_and_verify(&cluster, &cluster.client(1), "shrink", &ledger, producers, 2_000).await;
 }
