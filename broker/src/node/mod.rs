@@ -84,7 +84,7 @@ impl Node {
             config.id,
             config.timing.config("meta", 1_000)?,
             NetworkFactory { group: META_GROUP, pool: pool.clone(), records: None },
-            LogStore::new(store.clone(), META_GROUP, false),
+            LogStore::new(store.clone(), META_GROUP, false, Default::default()),
             sm,
         )
         .await?;

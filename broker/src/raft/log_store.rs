@@ -4,6 +4,7 @@
 //! moves the point below which Raft may no longer read; the bytes stay until retention
 //! trims them too. Whichever of the two comes last deletes them.
 
+use super::log_cache::LogCache;
 use super::{decode, encode, io_err, Entry, GroupId, LogId, TypeConfig, Vote};
 use crate::storage::{keys, Store, CF_LOG, CF_RAFT_META};
 use openraft::entry::RaftEntry;
@@ -28,19 +29,30 @@ pub struct LogStore {
     purged: std::sync::Arc<std::sync::RwLock<Option<Option<LogId>>>>,
     /// The latest committed id openraft reported, written with the next append rather than
     /// on its own (one RocksDB write fewer per entry; a slightly older committed id after
-    /// a crash is still a committed id).
+    /// a crash is still a committed id). Not saved less often: whatever it lags behind
+    /// stays unreadable after a restart until a new leader commits an entry of its own.
     committed: std::sync::Arc<std::sync::Mutex<Committed>>,
+    /// The newest entries, decoded: replication and apply read them from here.
+    cache: std::sync::Arc<LogCache>,
 }
 
 #[derive(Default)]
 struct Committed {
     latest: Option<LogId>,
-    unsaved: bool,
+    saved_index: u64,
 }
 
 impl LogStore {
-    pub fn new(store: Store, group: GroupId, keeps_records: bool) -> Self {
-        LogStore { store, group, keeps_records, purged: Default::default(), committed: Default::default() }
+    /// `cache` is shared with whoever else reads this group's tail (a shard's readers).
+    pub fn new(store: Store, group: GroupId, keeps_records: bool, cache: std::sync::Arc<LogCache>) -> Self {
+        LogStore {
+            store,
+            group,
+            keeps_records,
+            purged: Default::default(),
+            committed: Default::default(),
+            cache,
+        }
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(&self, name: &[u8]) -> io::Result<Option<T>> {
@@ -88,6 +100,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
         };
         if start >= end {
             return Ok(Vec::new());
+        }
+        if let Some(entries) = self.cache.range(start, end) {
+            return Ok(entries);
         }
         let (from, to) = keys::log_range(self.group, start, end);
         self.store
@@ -141,7 +156,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
         let mut c = self.committed.lock().expect("committed lock");
         c.latest = committed;
-        c.unsaved = true;
         Ok(())
     }
 
@@ -158,23 +172,26 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let mut b = WriteBatch::default();
-        for entry in entries {
-            self.store.put(&mut b, CF_LOG, &keys::log(self.group, entry.index()), &encode(&entry)?);
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        for entry in &entries {
+            self.store.put(&mut b, CF_LOG, &keys::log(self.group, entry.index()), &encode(entry)?);
         }
         {
             let mut c = self.committed.lock().expect("committed lock");
-            if c.unsaved {
+            let index = c.latest.map(|l| l.index).unwrap_or(0);
+            if index > c.saved_index {
                 self.store.put(
                     &mut b,
                     CF_RAFT_META,
                     &keys::meta(self.group, keys::COMMITTED),
                     &encode(&c.latest)?,
                 );
-                c.unsaved = false;
+                c.saved_index = index;
             }
         }
         // Readable now; durable once the node-wide WAL sync that follows completes.
         self.store.write(b)?;
+        self.cache.append(entries);
         self.store.flusher.after_sync(move |result| callback.io_completed(result));
         Ok(())
     }
@@ -184,15 +201,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let (from, to) = keys::log_range(self.group, from, u64::MAX);
         let mut b = WriteBatch::default();
         self.store.delete_range(&mut b, CF_LOG, &from, &to);
-        Ok(self.store.write(b)?)
+        self.store.write(b)?;
+        self.cache.truncate_after(last.map(|l| l.index));
+        Ok(())
     }
 
     async fn purge(&mut self, upto: LogId) -> Result<(), io::Error> {
-        // The marker first, so a crash never exposes a hole to Raft.
+        // The marker first, and durably, so a crash never exposes a hole to Raft.
         let mut b = WriteBatch::default();
         self.store.put(&mut b, CF_RAFT_META, &keys::meta(self.group, keys::PURGED), &encode(&upto)?);
-        self.store.write(b)?;
+        self.store.write_sync(b)?;
         *self.purged.write().expect("purged lock") = Some(Some(upto));
+        self.cache.forget_through(upto.index);
         let below = if self.keeps_records {
             let trim: u64 = self.read_meta(TRIM)?.unwrap_or(0);
             trim.min(upto.index + 1)
@@ -221,7 +241,7 @@ mod tests {
             let dir = tempfile::tempdir().expect("tempdir");
             let store = Store::open(dir.path()).expect("open rocksdb");
             let (sm, _) = MetaStateMachine::open(store.clone()).expect("open metadata state machine");
-            Ok((dir, LogStore::new(store, crate::meta::META_GROUP, false), sm))
+            Ok((dir, LogStore::new(store, crate::meta::META_GROUP, false, Default::default()), sm))
         }
     }
 
@@ -231,8 +251,9 @@ mod tests {
         ) -> Result<(tempfile::TempDir, LogStore, ShardStateMachine), StorageError<TypeConfig>> {
             let dir = tempfile::tempdir().expect("tempdir");
             let store = Store::open(dir.path()).expect("open rocksdb");
-            let shared = ShardShared::open(store.clone(), 9).expect("open shard state");
-            Ok((dir, LogStore::new(store, 9, true), ShardStateMachine { shared }))
+            let cache = std::sync::Arc::new(LogCache::default());
+            let shared = ShardShared::open(store.clone(), 9, cache.clone()).expect("open shard state");
+            Ok((dir, LogStore::new(store, 9, true, cache), ShardStateMachine { shared }))
         }
     }
 

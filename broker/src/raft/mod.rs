@@ -4,6 +4,7 @@
 //! Two kinds of group use these: the metadata group ([`crate::meta`]) and one group per
 //! shard replica ([`crate::shard`]); each brings its own state machine.
 
+pub mod log_cache;
 pub mod log_store;
 pub mod network;
 

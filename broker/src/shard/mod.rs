@@ -6,6 +6,7 @@ pub mod state_machine;
 pub mod writer;
 
 use crate::limits::ShardLimits;
+use crate::raft::log_cache::LogCache;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{NetworkFactory, PeerPool};
 use crate::raft::{GroupId, RaftTiming, TypeConfig};
@@ -46,13 +47,14 @@ impl ShardReplica {
         spec: ShardSpec,
     ) -> anyhow::Result<ShardReplica> {
         let ShardSpec { group, stream, shard_index, limits } = spec;
-        let shared = ShardShared::open(store.clone(), group)?;
+        let cache = Arc::new(LogCache::default());
+        let shared = ShardShared::open(store.clone(), group, cache.clone())?;
         let config = timing.config(&format!("shard-{group}"), SNAPSHOT_EVERY)?;
         let raft = ShardRaft::new(
             node_id,
             config,
             NetworkFactory { group, pool, records: Some(store.clone()) },
-            LogStore::new(store, group, true),
+            LogStore::new(store, group, true, cache),
             ShardStateMachine { shared: shared.clone() },
         )
         .await?;

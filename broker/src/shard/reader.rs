@@ -5,6 +5,7 @@ use crate::error::{Error, Result};
 use crate::raft::{decode, Command, Entry};
 use crate::sequence::SequenceNumber;
 use crate::storage::{keys, CF_LOG, CF_TS_INDEX};
+use openraft::entry::RaftEntry;
 use openraft::EntryPayload;
 
 /// A record as read back.
@@ -72,36 +73,48 @@ impl ShardShared {
         let mut records = Vec::new();
         let mut bytes = 0usize;
         if next.log_index <= applied {
-            let (lo, hi) = keys::log_range(self.group, next.log_index, applied + 1);
-            'entries: for item in self.store.scan(CF_LOG, lo, hi) {
-                let (key, value) = item.map_err(|e| {
-                    tracing::error!(group = self.group, "refusing to serve a corrupt entry: {e}");
-                    Error::internal(format!("shard replica is corrupt and stopped serving: {e}"))
-                })?;
-                let index = keys::index_of(&key);
-                let entry: Entry =
-                    decode(&value).map_err(|e| Error::internal(format!("undecodable entry {index}: {e}")))?;
-                let start = if index == next.log_index { next.position as usize } else { 0 };
-                if let EntryPayload::Normal(Command::Append(batch)) = entry.payload {
-                    for (pos, r) in batch.records.into_iter().enumerate().skip(start) {
+            let from = next;
+            // Takes the records of one entry from `next` on; false once a limit is reached.
+            let mut take = |index: u64, entry: &Entry| -> bool {
+                let start = if index == from.log_index { from.position as usize } else { 0 };
+                if let EntryPayload::Normal(Command::Append(batch)) = &entry.payload {
+                    for (pos, r) in batch.records.iter().enumerate().skip(start) {
                         if records.len() >= limits.max_records
                             || (bytes + r.data.len() > limits.max_bytes && !records.is_empty())
                         {
                             next = Position { log_index: index, position: pos as u16 };
-                            break 'entries;
+                            return false;
                         }
                         if batch.arrival_ms >= limits.expired_before_ms {
                             bytes += r.data.len();
                             records.push(StoredRecord {
                                 sequence_number: SequenceNumber::new(epoch, index, pos as u16),
-                                partition_key: r.partition_key,
-                                data: r.data,
+                                partition_key: r.partition_key.clone(),
+                                data: r.data.clone(),
                                 arrival_ms: batch.arrival_ms,
                             });
                         }
                     }
                 }
                 next = Position { log_index: index + 1, position: 0 };
+                true
+            };
+            // A reader near the head of the log is served from memory.
+            let cached = self.cache.visit(from.log_index, applied + 1, |entry| take(entry.index(), entry));
+            if !cached {
+                let (lo, hi) = keys::log_range(self.group, from.log_index, applied + 1);
+                for item in self.store.scan(CF_LOG, lo, hi) {
+                    let (key, value) = item.map_err(|e| {
+                        tracing::error!(group = self.group, "refusing to serve a corrupt entry: {e}");
+                        Error::internal(format!("shard replica is corrupt and stopped serving: {e}"))
+                    })?;
+                    let index = keys::index_of(&key);
+                    let entry: Entry = decode(&value)
+                        .map_err(|e| Error::internal(format!("undecodable entry {index}: {e}")))?;
+                    if !take(index, &entry) {
+                        break;
+                    }
+                }
             }
             if next.log_index <= applied && records.len() < limits.max_records && bytes < limits.max_bytes {
                 next = Position { log_index: applied + 1, position: 0 };

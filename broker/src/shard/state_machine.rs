@@ -2,6 +2,7 @@
 //! in the log entry that carried them. Apply records only small things: the applied id,
 //! the arrival-time index, the trim horizon.
 
+use crate::raft::log_cache::LogCache;
 use crate::raft::log_store::TRIM;
 use crate::raft::{
     decode, encode, Command, Entry, GroupId, LogId, Reply, Snapshot, SnapshotData, SnapshotMeta,
@@ -19,6 +20,12 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::watch;
 
 const SNAPSHOT_META: &[u8] = b"snapshot";
+
+/// The applied state is saved every this many entries (and at every membership change,
+/// trim and snapshot) rather than at every apply: after a crash openraft applies the
+/// entries since the saved state again, which yields the same state, since applying is
+/// deterministic and idempotent. Saves a RocksDB write per entry on every replica.
+const SAVE_STATE_EVERY: u64 = 256;
 
 /// What a shard replica knows beyond its log.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -41,18 +48,23 @@ impl ShardState {
 pub struct ShardShared {
     pub store: Store,
     pub group: GroupId,
+    /// The log's newest entries, shared with the log store: tailing readers read here.
+    pub cache: Arc<LogCache>,
     state: RwLock<ShardState>,
     applied: watch::Sender<u64>,
+    /// The applied index of the last saved state.
+    saved: std::sync::atomic::AtomicU64,
 }
 
 impl ShardShared {
-    pub fn open(store: Store, group: GroupId) -> io::Result<Arc<ShardShared>> {
+    pub fn open(store: Store, group: GroupId, cache: Arc<LogCache>) -> io::Result<Arc<ShardShared>> {
         let state: ShardState = match store.get(CF_SM_META, &keys::meta(group, keys::STATE))? {
             Some(b) => decode(&b)?,
             None => ShardState::default(),
         };
         let (tx, _) = watch::channel(state.applied_index());
-        Ok(Arc::new(ShardShared { store, group, state: RwLock::new(state), applied: tx }))
+        let saved = std::sync::atomic::AtomicU64::new(state.applied_index());
+        Ok(Arc::new(ShardShared { store, group, cache, state: RwLock::new(state), applied: tx, saved }))
     }
 
     pub fn state(&self) -> ShardState {
@@ -66,7 +78,12 @@ impl ShardShared {
 
     fn commit(&self, b: &mut WriteBatch, state: &ShardState) -> io::Result<()> {
         self.store.put(b, CF_SM_META, &keys::meta(self.group, keys::STATE), &encode(state)?);
+        self.saved.store(state.applied_index(), std::sync::atomic::Ordering::Relaxed);
         Ok(())
+    }
+
+    fn save_due(&self, state: &ShardState) -> bool {
+        state.applied_index() >= self.saved.load(std::sync::atomic::Ordering::Relaxed) + SAVE_STATE_EVERY
     }
 
     fn publish(&self, state: ShardState) {
@@ -141,8 +158,11 @@ impl RaftSnapshotBuilder<TypeConfig> for ShardStateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let state = self.shared.state();
         let snapshot = self.snapshot_of(state.clone())?;
-        // Only the small part is kept: the records are still in the log.
+        // Only the small part is kept: the records are still in the log. The state is
+        // saved with it, so the saved state is never behind a snapshot (whose entries
+        // Raft may purge).
         let mut b = WriteBatch::default();
+        self.shared.commit(&mut b, &state)?;
         self.shared.store.put(
             &mut b,
             CF_SM_META,
@@ -171,6 +191,7 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
         let mut state = shared.state();
         let mut b = WriteBatch::default();
         let mut replies = Vec::new();
+        let mut save = false;
         while let Some((entry, responder)) = entries.try_next().await? {
             let index = entry.index();
             state.applied = Some(entry.log_id());
@@ -200,10 +221,12 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
                     );
                     drop_ts_index_below(shared, &mut b, below_index)?;
                     shared.delete_trimmed(&mut b, below_index)?;
+                    save = true;
                     Reply::None
                 }
                 EntryPayload::Membership(m) => {
                     state.membership = StoredMembership::new(Some(entry.log_id), m);
+                    save = true;
                     Reply::None
                 }
                 _ => Reply::None,
@@ -212,8 +235,12 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
                 replies.push((r, reply));
             }
         }
-        shared.commit(&mut b, &state)?;
-        shared.store.write(b)?;
+        if save || shared.save_due(&state) {
+            shared.commit(&mut b, &state)?;
+        }
+        if !b.is_empty() {
+            shared.store.write(b)?;
+        }
         shared.publish(state);
         for (r, reply) in replies {
             r.send(reply);
@@ -265,6 +292,8 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
         shared.store.put(&mut b, CF_SM_META, &keys::meta(shared.group, SNAPSHOT_META), &encode(&state)?);
         shared.commit(&mut b, &state)?;
         shared.store.write_sync(b)?;
+        // The log was rewritten below the snapshot without the log store.
+        shared.cache.clear();
         shared.publish(state);
         Ok(())
     }
