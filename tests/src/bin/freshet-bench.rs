@@ -360,6 +360,9 @@ async fn nats_connect(url: &str) -> anyhow::Result<async_nats::Client> {
     }
 }
 
+/// Shards of the benchmark streams: sized for the load (about 40 MiB/s at 1 MiB/s per shard).
+const SHARDS: u32 = 64;
+
 async fn nats_stream(nats: &Nats, name: &str) -> anyhow::Result<async_nats::jetstream::Context> {
     let client = nats_connect(&nats.urls[0]).await?;
     let js = async_nats::jetstream::new(client);
@@ -383,13 +386,29 @@ async fn nats_stream(nats: &Nats, name: &str) -> anyhow::Result<async_nats::jets
     }
 }
 
-async fn nats_run(nats: &Nats, name: &str, batch: usize, duration: Duration) -> anyhow::Result<Result> {
-    let js = nats_stream(nats, name).await?;
+/// Runs one NATS workload. `partitions` streams share the load the way a stream's shards
+/// do: each publish goes to a random one, and each has its own ordered consumer (with 1,
+/// one stream holds everything, in one total order).
+async fn nats_run(
+    nats: &Nats,
+    name: &str,
+    batch: usize,
+    partitions: usize,
+    duration: Duration,
+) -> anyhow::Result<Result> {
+    let names: Vec<String> =
+        if partitions == 1 { vec![name.to_string()] } else { (0..partitions).map(|i| format!("{name}{i}")).collect() };
+    let mut js = None;
+    for n in &names {
+        js = Some(nats_stream(nats, n).await?);
+    }
+    let js = js.expect("at least one stream");
     let rec = Recorder::new();
     let stop = Arc::new(AtomicBool::new(false));
-    let consumer = {
+    let mut consumers = Vec::new();
+    for n in &names {
         use async_nats::jetstream::consumer;
-        let stream = js.get_stream(name).await?;
+        let stream = js.get_stream(n).await?;
         let c = stream
             .create_consumer(consumer::pull::OrderedConfig {
                 deliver_policy: consumer::DeliverPolicy::New,
@@ -398,12 +417,12 @@ async fn nats_run(nats: &Nats, name: &str, batch: usize, duration: Duration) -> 
             .await?;
         let rec = rec.clone();
         let stop = stop.clone();
-        tokio::spawn(async move {
+        consumers.push(tokio::spawn(async move {
             let msgs = c.messages().await?;
             consume_until(msgs, &stop, |m| rec.received(&m.payload)).await;
             anyhow::Ok(())
-        })
-    };
+        }));
+    }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let cpu = CpuWindow::start(nats.children.iter().map(|c| c.id()).collect());
     let start = Instant::now();
@@ -412,14 +431,15 @@ async fn nats_run(nats: &Nats, name: &str, batch: usize, duration: Duration) -> 
         let client = nats_connect(&nats.urls[p % 3]).await?;
         let js = async_nats::jetstream::new(client);
         let rec = rec.clone();
-        let subject = format!("{name}.p{p}");
+        let subjects: Vec<String> = names.iter().map(|n| format!("{n}.p{p}")).collect();
         producers.push(tokio::spawn(async move {
             while start.elapsed() < duration {
                 // `batch` publishes in flight, then wait for every ack.
                 let mut acks = Vec::with_capacity(batch);
                 for _ in 0..batch {
                     let t = Instant::now();
-                    acks.push((t, js.publish(subject.clone(), payload().into()).await?));
+                    let subject = subjects[rand::random_range(0..subjects.len())].clone();
+                    acks.push((t, js.publish(subject, payload().into()).await?));
                 }
                 for (t, ack) in acks {
                     ack.await?;
@@ -436,8 +456,15 @@ async fn nats_run(nats: &Nats, name: &str, batch: usize, duration: Duration) -> 
     let cpu_ms = cpu.elapsed_ms();
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
-    let _ = consumer.await;
-    let label = if batch == 1 { "single publishes" } else { "100 publishes in flight" };
+    for c in consumers {
+        let _ = c.await;
+    }
+    let label = match (batch, partitions) {
+        (1, 1) => "single publishes".to_string(),
+        (_, 1) => "100 publishes in flight".to_string(),
+        (1, n) => format!("single publishes, {n} streams (one per shard)"),
+        (_, n) => format!("100 publishes in flight, {n} streams (one per shard)"),
+    };
     Ok(Result::from(&format!("NATS JetStream, {label}"), &rec, elapsed, cpu_ms))
 }
 
@@ -574,7 +601,7 @@ async fn main() -> anyhow::Result<()> {
     let secs: u64 =
         args.iter().skip_while(|a| *a != "--seconds").nth(1).and_then(|s| s.parse().ok()).unwrap_or(15);
     let duration = Duration::from_secs(secs);
-    // `--only freshet` runs just the Freshet throughput runs (for profiling).
+    // `--only freshet|nats|footprint|operator` runs just that part (for profiling).
     let only = args.iter().skip_while(|a| *a != "--only").nth(1).cloned();
     eprintln!("==> {PRODUCERS} producers, {RECORD}-byte records, {secs} s per run");
 
@@ -592,11 +619,11 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let mut results = Vec::new();
-    {
-        eprintln!("==> Freshet: 3 nodes, stream of 64 shards, replication 3, fsync before ack");
+    if only.as_deref() != Some("nats") {
+        eprintln!("==> Freshet: 3 nodes, stream of {SHARDS} shards, replication 3, fsync before ack");
         let cluster = Cluster::start(3).await;
-        cluster.create_stream("batch", 64, unlimited()).await;
-        cluster.create_stream("single", 64, unlimited()).await;
+        cluster.create_stream("batch", SHARDS, unlimited()).await;
+        cluster.create_stream("single", SHARDS, unlimited()).await;
         cluster.wait_leaders("batch").await;
         cluster.wait_leaders("single").await;
         results.push(freshet_run(&cluster, "batch", BATCH, duration).await?);
@@ -613,10 +640,19 @@ async fn main() -> anyhow::Result<()> {
             nats_server.display()
         );
         let nats = start_nats(&nats_server)?;
-        results.push(nats_run(&nats, "BATCH", BATCH, duration).await?);
+        results.push(nats_run(&nats, "BATCH", BATCH, 1, duration).await?);
         eprintln!("{}", row(results.last().unwrap()));
-        results.push(nats_run(&nats, "SINGLE", 1, duration).await?);
+        results.push(nats_run(&nats, "SINGLE", 1, 1, duration).await?);
         eprintln!("{}", row(results.last().unwrap()));
+        // The same ordering guarantee Freshet gives (per shard, not total): as many
+        // streams, each its own Raft group in NATS, as the Freshet stream has shards.
+        results.push(nats_run(&nats, "PART", BATCH, SHARDS as usize, duration).await?);
+        eprintln!("{}", row(results.last().unwrap()));
+        results.push(nats_run(&nats, "PSINGLE", 1, SHARDS as usize, duration).await?);
+        eprintln!("{}", row(results.last().unwrap()));
+    }
+    if only.as_deref() == Some("nats") {
+        return Ok(());
     }
     eprintln!("==> Freshet: idle footprint of a node holding 100 shard replicas");
     let (rss_mib, idle_cpu) = idle_footprint().await?;
@@ -641,6 +677,13 @@ async fn main() -> anyhow::Result<()> {
         "Freshet / NATS put p99: batched {:.2}x, single {:.2}x",
         results[0].put_p99_ms / results[2].put_p99_ms,
         results[1].put_p99_ms / results[3].put_p99_ms
+    );
+    println!(
+        "Freshet / NATS with {SHARDS} streams (per-shard order on both sides): throughput batched {:.2}x, single {:.2}x; put p99 batched {:.2}x, single {:.2}x",
+        ratio(&results[0], &results[4]),
+        ratio(&results[1], &results[5]),
+        results[0].put_p99_ms / results[4].put_p99_ms,
+        results[1].put_p99_ms / results[5].put_p99_ms
     );
     println!("Node with 100 idle shard replicas: {rss_mib:.0} MiB resident, {idle_cpu:.1}% of one core");
     println!(
