@@ -32,7 +32,8 @@ struct Args {
     /// Raft heartbeat interval, ms.
     #[arg(long, env = "FRESHET_HEARTBEAT_MS", default_value_t = 250)]
     heartbeat_ms: u64,
-    /// Raft election timeout, lower bound, ms (the upper bound is twice this).
+    /// Raft election timeout, lower bound, ms (the upper bound is a third more). The upper
+    /// bound is also openraft's leader lease, which a successor must wait out.
     #[arg(long, env = "FRESHET_ELECTION_TIMEOUT_MS", default_value_t = 750)]
     election_timeout_ms: u64,
     /// How often shard leaders enforce retention, in seconds.
@@ -108,7 +109,7 @@ async fn main() -> anyhow::Result<()> {
         timing: RaftTiming {
             heartbeat_ms: args.heartbeat_ms,
             election_min_ms: args.election_timeout_ms,
-            election_max_ms: args.election_timeout_ms * 2,
+            election_max_ms: args.election_timeout_ms + args.election_timeout_ms / 3,
         },
         retention_check: Duration::from_secs(args.retention_check_secs.max(1)),
         retention_hour_ms: args.retention_hour_ms.max(1),

@@ -7,6 +7,7 @@
 pub mod log_cache;
 pub mod log_store;
 pub mod network;
+pub mod runtime;
 
 use crate::error::Error;
 use crate::meta::{MetaCommand, MetaReply};
@@ -77,6 +78,7 @@ openraft::declare_raft_types!(
         R = Reply,
         NodeId = NodeId,
         Node = openraft::BasicNode,
+        AsyncRuntime = runtime::CoarseTimers,
 );
 
 pub type SnapshotData = Cursor<Vec<u8>>;

@@ -396,8 +396,11 @@ async fn nats_run(
     partitions: usize,
     duration: Duration,
 ) -> anyhow::Result<Result> {
-    let names: Vec<String> =
-        if partitions == 1 { vec![name.to_string()] } else { (0..partitions).map(|i| format!("{name}{i}")).collect() };
+    let names: Vec<String> = if partitions == 1 {
+        vec![name.to_string()]
+    } else {
+        (0..partitions).map(|i| format!("{name}{i}")).collect()
+    };
     let mut js = None;
     for n in &names {
         js = Some(nats_stream(nats, n).await?);
