@@ -40,6 +40,8 @@ pub struct NodeConfig {
     pub retention_check: Duration,
     /// Length of one retention "hour" in milliseconds (tests shorten it).
     pub retention_hour_ms: i64,
+    /// How long a busy node's group commit waits for more appends before it syncs.
+    pub sync_linger: Duration,
 }
 
 /// One shard's share of a write, as it travels between nodes.
@@ -77,7 +79,7 @@ pub enum Target {
 impl Node {
     pub async fn start(config: NodeConfig) -> anyhow::Result<Arc<Node>> {
         std::fs::create_dir_all(&config.data_dir)?;
-        let store = Store::open(&config.data_dir.join("rocksdb"))?;
+        let store = Store::open_with(&config.data_dir.join("rocksdb"), config.sync_linger)?;
         let pool = PeerPool::default();
         let (sm, meta_view) = MetaStateMachine::open(store.clone())?;
         let meta = MetaRaft::new(

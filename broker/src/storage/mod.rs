@@ -100,6 +100,11 @@ pub struct Store {
 
 impl Store {
     pub fn open(dir: &Path) -> StorageResult<Store> {
+        Store::open_with(dir, flusher::DEFAULT_LINGER)
+    }
+
+    /// Opens with `sync_linger`: how long the group commit waits for company when busy.
+    pub fn open_with(dir: &Path, sync_linger: std::time::Duration) -> StorageResult<Store> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
@@ -127,7 +132,7 @@ impl Store {
         });
         let db = Arc::new(DB::open_cf_descriptors(&opts, dir, cfs)?);
         check_format(&db, dir)?;
-        let flusher = Flusher::start(&db);
+        let flusher = Flusher::start(&db, sync_linger);
         Ok(Store { db, flusher })
     }
 
