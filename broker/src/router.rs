@@ -61,6 +61,8 @@ mod tests {
                     ready: true,
                     retiring: Vec::new(),
                     ending_sequence_number: None,
+                    parents: Vec::new(),
+                    pending: false,
                 })
                 .collect(),
         }

@@ -3,7 +3,7 @@
 use crate::error::{Error, ErrorKind, Result};
 use crate::iterator::ShardIterator;
 use crate::limits::{self, ShardLimits};
-use crate::meta::{parse_shard_id, MetaCommand, ShardMeta, StreamMeta};
+use crate::meta::{parse_shard_id, shard_id, MetaCommand, ShardMeta, StreamMeta};
 use crate::node::{Node, ShardPiece, Target, MAX_HOPS};
 use crate::pb::{self, IteratorType};
 use crate::raft::RecordInput;
@@ -13,10 +13,27 @@ use crate::shard::writer::RecordOutcome;
 use crate::shard::ShardReplica;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 const HOPS: &str = "x-freshet-hops";
+
+/// The shards made from `index` (named at the end of a closed shard).
+fn child_shards(stream: &StreamMeta, index: u32) -> Vec<pb::ChildShard> {
+    stream
+        .children_of(index)
+        .map(|c| pb::ChildShard {
+            shard_id: c.shard_id(),
+            parent_shards: c.parents.iter().map(|p| shard_id(*p)).collect(),
+            starting_hash_key: c.range.start.to_string(),
+            ending_hash_key: c.range.end.to_string(),
+        })
+        .collect()
+}
+
+/// How long a write waits for a reshard's parent to close before answering "retry".
+const RESHARD_WAIT: Duration = Duration::from_secs(10);
 
 pub struct Api {
     node: Arc<Node>,
@@ -39,6 +56,24 @@ impl Api {
             .meta_view
             .read(|m| m.streams.get(name).cloned())
             .ok_or_else(|| Error::stream_not_found(name))
+    }
+
+    /// The stream's metadata once every shard of `groups` shows as closed (its children
+    /// then take its keys), or as it is at `deadline`.
+    async fn stream_after_close(
+        &self,
+        name: &str,
+        groups: &[u64],
+        deadline: tokio::time::Instant,
+    ) -> Result<StreamMeta> {
+        loop {
+            let stream = self.stream(name).await?;
+            let closed = |g: &u64| stream.shards.iter().any(|s| s.group_id == *g && !s.is_open());
+            if groups.iter().all(closed) || tokio::time::Instant::now() >= deadline {
+                return Ok(stream);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     fn secret(&self) -> Result<Vec<u8>> {
@@ -228,6 +263,8 @@ impl pb::freshet_server::Freshet for Api {
                     r.raft.metrics().borrow_watched().current_leader
                 }),
                 replicas: sh.replicas.clone(),
+                parent_shard_id: sh.parents.first().map(|p| shard_id(*p)),
+                adjacent_parent_shard_id: sh.parents.get(1).map(|p| shard_id(*p)),
             })
             .collect();
         Ok(Response::new(pb::StreamDescription {
@@ -269,6 +306,31 @@ impl pb::freshet_server::Freshet for Api {
         }
         let remaining = self.node.meta_view.read(|m| m.replicas_on(node)) as u64;
         Ok(Response::new(pb::DrainNodeResponse { replicas_remaining: remaining }))
+    }
+
+    async fn split_shard(
+        &self,
+        req: Request<pb::SplitShardRequest>,
+    ) -> Result<Response<pb::SplitShardResponse>, Status> {
+        let r = req.into_inner();
+        let stream = self.stream(&r.stream_name).await?;
+        let shard_index = shard_of(&stream, &r.shard_to_split)?.index;
+        let key = crate::hashkey::parse_explicit_hash_key(&r.new_starting_hash_key).map_err(|_| {
+            Error::validation(format!(
+                "1 validation error detected: Value '{}' at 'newStartingHashKey' failed to satisfy constraint: Member must satisfy regular expression pattern: 0|([1-9]\\d{{0,38}})",
+                r.new_starting_hash_key
+            ))
+        })?;
+        let nodes = self.node.voters();
+        self.node
+            .meta_write(MetaCommand::SplitShard {
+                stream: stream.name.clone(),
+                shard_index,
+                new_starting_hash_key: key,
+                nodes,
+            })
+            .await?;
+        Ok(Response::new(pb::SplitShardResponse {}))
     }
 
     async fn remove_node(
@@ -348,46 +410,77 @@ impl pb::freshet_server::Freshet for Api {
             }
         }
         let n = r.records.len();
-        let inputs = r
-            .records
-            .into_iter()
-            .map(|e| (RecordInput { partition_key: e.partition_key, data: e.data }, e.explicit_hash_key))
-            .collect();
-        let batches = crate::router::plan(&stream, inputs)?;
-        let (targets, pieces): (Vec<_>, Vec<_>) = batches
-            .into_iter()
-            .map(|b| {
-                let piece = ShardPiece {
-                    group: b.shard.group_id,
-                    replicas: b.shard.replicas.clone(),
-                    records: b.records,
-                };
-                ((b.shard, b.positions), piece)
-            })
-            .unzip();
-        let outcomes = self.node.write_pieces(pieces, 0).await;
         let mut results = vec![pb::PutRecordsResult::default(); n];
         let mut failed = 0u32;
-        for ((shard, positions), outcome) in targets.into_iter().zip(outcomes) {
-            for (i, pos) in positions.into_iter().enumerate() {
-                let slot = &mut results[pos];
-                match outcome.as_ref().map(|o| &o[i]) {
-                    Ok(RecordOutcome::Written { log_index, position }) => {
-                        slot.shard_id = shard.shard_id();
-                        slot.sequence_number =
-                            SequenceNumber::new(shard.epoch, *log_index, *position).to_string();
-                    }
-                    Ok(RecordOutcome::Throttled) => {
-                        failed += 1;
-                        slot.error_code = ErrorKind::ProvisionedThroughputExceeded.kinesis_type().into();
-                        slot.error_message = throttled(shard, &stream.name).message;
-                    }
-                    Ok(RecordOutcome::Failed(e)) | Err(e) => {
-                        failed += 1;
-                        slot.error_code = "InternalFailure".into();
-                        slot.error_message = e.message.clone();
+        // Records still to write, by position in the request. A shard closed by a reshard
+        // refuses its records whole; they are routed again, to its children, once the
+        // metadata shows it closed.
+        let mut todo: Vec<(usize, RecordInput, Option<String>)> = r
+            .records
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| {
+                (i, RecordInput { partition_key: e.partition_key, data: e.data }, e.explicit_hash_key)
+            })
+            .collect();
+        let mut stream = stream;
+        let deadline = tokio::time::Instant::now() + RESHARD_WAIT;
+        while !todo.is_empty() {
+            let inputs = todo.iter().map(|(_, rec, key)| (rec.clone(), key.clone())).collect();
+            let batches = crate::router::plan(&stream, inputs)?;
+            let (targets, pieces): (Vec<_>, Vec<_>) = batches
+                .into_iter()
+                .map(|b| {
+                    let piece = ShardPiece {
+                        group: b.shard.group_id,
+                        replicas: b.shard.replicas.clone(),
+                        records: b.records,
+                    };
+                    ((b.shard, b.positions), piece)
+                })
+                .unzip();
+            let outcomes = self.node.write_pieces(pieces, 0).await;
+            let mut again = Vec::new();
+            let mut closed_groups = Vec::new();
+            for ((shard, positions), outcome) in targets.into_iter().zip(outcomes) {
+                for (i, pos) in positions.into_iter().enumerate() {
+                    let slot = &mut results[todo[pos].0];
+                    match outcome.as_ref().map(|o| &o[i]) {
+                        Ok(RecordOutcome::Written { log_index, position }) => {
+                            slot.shard_id = shard.shard_id();
+                            slot.sequence_number =
+                                SequenceNumber::new(shard.epoch, *log_index, *position).to_string();
+                        }
+                        Ok(RecordOutcome::Throttled) => {
+                            failed += 1;
+                            slot.error_code = ErrorKind::ProvisionedThroughputExceeded.kinesis_type().into();
+                            slot.error_message = throttled(shard, &stream.name).message;
+                        }
+                        Ok(RecordOutcome::Closed) if tokio::time::Instant::now() < deadline => {
+                            again.push(pos);
+                            closed_groups.push(shard.group_id);
+                        }
+                        Ok(RecordOutcome::Closed) => {
+                            failed += 1;
+                            slot.error_code = ErrorKind::Unavailable.kinesis_type().into();
+                            slot.error_message = format!("{} is being resharded; retry", shard.shard_id());
+                        }
+                        Ok(RecordOutcome::Failed(e)) | Err(e) => {
+                            failed += 1;
+                            slot.error_code = "InternalFailure".into();
+                            slot.error_message = e.message.clone();
+                        }
                     }
                 }
+            }
+            let mut keep = vec![false; todo.len()];
+            for pos in again {
+                keep[pos] = true;
+            }
+            let mut k = keep.into_iter();
+            todo.retain(|_| k.next().unwrap_or(false));
+            if !todo.is_empty() {
+                stream = self.stream_after_close(&stream.name, &closed_groups, deadline).await?;
             }
         }
         Ok(Response::new(pb::PutRecordsResponse { failed_record_count: failed, records: results }))
@@ -464,8 +557,9 @@ impl pb::freshet_server::Freshet for Api {
         };
         Ok(Response::new(pb::GetRecordsResponse {
             records: page.records.into_iter().map(to_pb).collect(),
-            next_shard_iterator: Some(next.encode(&secret)),
+            next_shard_iterator: (!page.ended).then(|| next.encode(&secret)),
             millis_behind_latest: page.millis_behind_latest,
+            child_shards: if page.ended { child_shards(&stream, shard.index) } else { Vec::new() },
         }))
     }
 
@@ -496,6 +590,7 @@ impl pb::freshet_server::Freshet for Api {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::SubscribeEvent, Status>>(4);
         let retention_hour_ms = self.node.config.retention_hour_ms;
         let retention_hours = stream.retention_hours;
+        let (node, stream_name) = (self.node.clone(), stream.name.clone());
         tokio::spawn(async move {
             let mut applied = replica.shared.applied_changes();
             loop {
@@ -518,16 +613,26 @@ impl pb::freshet_server::Freshet for Api {
                     }
                 };
                 let caught_up = page.millis_behind_latest == 0 && page.records.is_empty();
-                if !page.records.is_empty() {
+                let ended = page.ended;
+                if !page.records.is_empty() || ended {
                     let continuation =
                         page.records.last().map(|r| r.sequence_number.to_string()).unwrap_or_default();
+                    // A closed shard read to its end: name its children, then end.
+                    let child_shards = if ended {
+                        node.meta_view
+                            .read(|m| m.streams.get(&stream_name).map(|s| child_shards(s, shard.index)))
+                            .unwrap_or_default()
+                    } else {
+                        Vec::new()
+                    };
                     let event = pb::SubscribeEvent {
                         records: page.records.into_iter().map(to_pb).collect(),
                         continuation_sequence_number: continuation,
                         millis_behind_latest: page.millis_behind_latest,
+                        child_shards,
                     };
-                    if tx.send(Ok(event)).await.is_err() {
-                        return; // subscriber went away
+                    if tx.send(Ok(event)).await.is_err() || ended {
+                        return; // subscriber went away, or the shard ended
                     }
                 }
                 pos = page.next;

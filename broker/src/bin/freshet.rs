@@ -87,6 +87,16 @@ enum StreamCmd {
     Delete {
         name: String,
     },
+    /// Split a shard in two (the stream stays readable and writable meanwhile).
+    Split {
+        name: String,
+        /// e.g. shardId-000000000000
+        shard: String,
+        /// Where the second child starts (decimal hash key); default: the middle of the
+        /// shard's range.
+        #[arg(long)]
+        at: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -203,16 +213,20 @@ async fn stream(client: &Client, cmd: StreamCmd) -> anyhow::Result<()> {
                 }
             );
             println!(
-                "{:<22} {:<8} {:<10} {:<41} {:<41}",
-                "SHARD", "LEADER", "REPLICAS", "STARTING HASH KEY", "ENDING HASH KEY"
+                "{:<22} {:<7} {:<8} {:<10} {:<22} {:<41} {:<41}",
+                "SHARD", "STATE", "LEADER", "REPLICAS", "PARENT", "STARTING HASH KEY", "ENDING HASH KEY"
             );
             for s in d.shards {
                 let replicas: Vec<String> = s.replicas.iter().map(|r| r.to_string()).collect();
+                let parents: Vec<String> =
+                    s.parent_shard_id.iter().chain(s.adjacent_parent_shard_id.iter()).cloned().collect();
                 println!(
-                    "{:<22} {:<8} {:<10} {:<41} {:<41}",
+                    "{:<22} {:<7} {:<8} {:<10} {:<22} {:<41} {:<41}",
                     s.shard_id,
+                    if s.ending_sequence_number.is_some() { "CLOSED" } else { "OPEN" },
                     s.leader.map(|l| l.to_string()).unwrap_or_else(|| "-".into()),
                     replicas.join(","),
+                    if parents.is_empty() { "-".to_string() } else { parents.join("+") },
                     s.starting_hash_key,
                     s.ending_hash_key
                 );
@@ -221,6 +235,26 @@ async fn stream(client: &Client, cmd: StreamCmd) -> anyhow::Result<()> {
         StreamCmd::Delete { name } => {
             api.delete_stream(pb::DeleteStreamRequest { stream_name: name.clone() }).await?;
             eprintln!("deleted stream {name}");
+        }
+        StreamCmd::Split { name, shard, at } => {
+            let at = match at {
+                Some(at) => at,
+                None => {
+                    let d = client.describe(&name).await?;
+                    let s = d.shards.iter().find(|s| s.shard_id == shard).with_context(|| {
+                        format!("{name} has no shard {shard}; see `freshet stream describe {name}`")
+                    })?;
+                    let (lo, hi): (u128, u128) = (s.starting_hash_key.parse()?, s.ending_hash_key.parse()?);
+                    (lo + (hi - lo) / 2 + 1).to_string()
+                }
+            };
+            api.split_shard(pb::SplitShardRequest {
+                stream_name: name.clone(),
+                shard_to_split: shard.clone(),
+                new_starting_hash_key: at.clone(),
+            })
+            .await?;
+            eprintln!("splitting {shard} of {name} at hash key {at}; `freshet stream describe {name}` shows it CLOSED once its children have taken over");
         }
     }
     Ok(())

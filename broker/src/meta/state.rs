@@ -44,6 +44,11 @@ pub struct ShardMeta {
     /// leader has moved the membership to `replicas` and reported them retired.
     pub retiring: Vec<NodeId>,
     pub ending_sequence_number: Option<String>,
+    /// The shards this one was split or merged from: Kinesis' ParentShardId, then
+    /// AdjacentParentShardId.
+    pub parents: Vec<u32>,
+    /// A reshard's child waiting for its parents to close: nothing is written to it yet.
+    pub pending: bool,
 }
 
 impl ShardMeta {
@@ -53,8 +58,9 @@ impl ShardMeta {
     pub fn starting_sequence_number(&self) -> SequenceNumber {
         SequenceNumber::new(self.epoch, 0, 0)
     }
+    /// Takes writes: not closed by a reshard, and not a child still waiting for its parents.
     pub fn is_open(&self) -> bool {
-        self.ending_sequence_number.is_none()
+        self.ending_sequence_number.is_none() && !self.pending
     }
 }
 
@@ -91,6 +97,18 @@ impl StreamMeta {
     /// The open shard whose range holds `hash_key`.
     pub fn shard_for(&self, hash_key: u128) -> Option<&ShardMeta> {
         self.shards.iter().find(|s| s.is_open() && s.range.contains(hash_key))
+    }
+    /// The shards made from `index` by a split or merge.
+    pub fn children_of(&self, index: u32) -> impl Iterator<Item = &ShardMeta> {
+        self.shards.iter().filter(move |s| s.parents.contains(&index))
+    }
+    fn not_active(&self) -> Error {
+        Error::in_use(format!(
+            "Stream {} under account {} not ACTIVE, instead in state {}",
+            self.name,
+            crate::ACCOUNT_ID,
+            self.status.as_str()
+        ))
     }
 }
 
@@ -137,6 +155,20 @@ pub enum MetaCommand {
     ReplicaRetired {
         group_id: u64,
         node: NodeId,
+    },
+    /// Splits an open shard at `new_starting_hash_key` into two pending children; the
+    /// parent keeps taking writes until its group has closed (`ShardClosed`).
+    SplitShard {
+        stream: String,
+        shard_index: u32,
+        new_starting_hash_key: u128,
+        nodes: Vec<NodeId>,
+    },
+    /// A reshard's parent group applied its `Close` entry: nothing after
+    /// `ending_sequence_number` is in it. Its children open once all their parents closed.
+    ShardClosed {
+        group_id: u64,
+        ending_sequence_number: String,
     },
 }
 
@@ -188,6 +220,8 @@ impl MetaState {
                             ready: false,
                             retiring: Vec::new(),
                             ending_sequence_number: None,
+                            parents: Vec::new(),
+                            pending: false,
                         }
                     })
                     .collect();
@@ -221,6 +255,33 @@ impl MetaState {
                 }
             }
             MetaCommand::DrainNode { node, nodes } => self.drain(node, &nodes)?,
+            MetaCommand::SplitShard { stream, shard_index, new_starting_hash_key, nodes } => {
+                self.split(&stream, shard_index, new_starting_hash_key, &nodes)?
+            }
+            MetaCommand::ShardClosed { group_id, ending_sequence_number } => {
+                for stream in self.streams.values_mut() {
+                    let Some(parent) = stream.shards.iter_mut().find(|s| s.group_id == group_id) else {
+                        continue;
+                    };
+                    if parent.ending_sequence_number.is_none() {
+                        parent.ending_sequence_number = Some(ending_sequence_number.clone());
+                    }
+                    let closed: Vec<u32> = stream
+                        .shards
+                        .iter()
+                        .filter(|s| s.ending_sequence_number.is_some())
+                        .map(|s| s.index)
+                        .collect();
+                    for child in stream.shards.iter_mut().filter(|s| s.pending) {
+                        if child.parents.iter().all(|p| closed.contains(p)) {
+                            child.pending = false;
+                        }
+                    }
+                    if stream.status == StreamStatus::Updating && !stream.shards.iter().any(|s| s.pending) {
+                        stream.status = StreamStatus::Active;
+                    }
+                }
+            }
             MetaCommand::ReplicaRetired { group_id, node } => {
                 for stream in self.streams.values_mut() {
                     for shard in stream.shards.iter_mut().filter(|s| s.group_id == group_id) {
@@ -281,6 +342,71 @@ impl MetaState {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Two pending children of one open shard, under a new epoch so that their sequence
+    /// numbers sort after every one of the parent's.
+    fn split(&mut self, name: &str, index: u32, new_start: u128, nodes: &[NodeId]) -> Result<()> {
+        let stream = self.streams.get(name).ok_or_else(|| Error::stream_not_found(name))?;
+        if stream.status != StreamStatus::Active {
+            return Err(stream.not_active());
+        }
+        let parent = stream.shard(index).ok_or_else(|| {
+            Error::not_found(format!(
+                "Could not find shard {} in stream {name} under account {}.",
+                shard_id(index),
+                crate::ACCOUNT_ID
+            ))
+        })?;
+        if !parent.is_open() || stream.children_of(index).next().is_some() {
+            return Err(Error::in_use(format!(
+                "Shard {} in stream {name} under account {} has already been merged or split, and thus is not eligible for merging or splitting.",
+                parent.shard_id(),
+                crate::ACCOUNT_ID
+            )));
+        }
+        if new_start <= parent.range.start || new_start > parent.range.end {
+            return Err(Error::invalid(format!(
+                "NewStartingHashKey {new_start} used in SplitShard() on shard {} in stream {name} under account {} is not both greater than one plus the shard's StartingHashKey {} and less than the shard's EndingHashKey {}.",
+                parent.shard_id(),
+                crate::ACCOUNT_ID,
+                parent.range.start,
+                parent.range.end
+            )));
+        }
+        let nodes: Vec<NodeId> = nodes.iter().copied().filter(|n| !self.draining.contains(n)).collect();
+        limits::validate_replication(stream.replication, nodes.len())?;
+        let (rf, epoch, range) = (stream.replication, parent.epoch + 1, parent.range);
+        let next_index = stream.shards.iter().map(|s| s.index).max().unwrap_or(0) + 1;
+        let first_group = self.next_group_id.max(1);
+        let halves = [
+            HashKeyRange { start: range.start, end: new_start - 1 },
+            HashKeyRange { start: new_start, end: range.end },
+        ];
+        let children: Vec<ShardMeta> = halves
+            .into_iter()
+            .enumerate()
+            .map(|(i, range)| {
+                let group_id = first_group + i as u64;
+                ShardMeta {
+                    index: next_index + i as u32,
+                    group_id,
+                    range,
+                    replicas: place(group_id, rf, &nodes),
+                    epoch,
+                    ready: false,
+                    retiring: Vec::new(),
+                    ending_sequence_number: None,
+                    parents: vec![index],
+                    pending: true,
+                }
+            })
+            .collect();
+        self.next_group_id = first_group + 2;
+        let stream = self.streams.get_mut(name).expect("checked above");
+        stream.shards.extend(children);
+        stream.status = StreamStatus::Updating;
         Ok(())
     }
 
@@ -407,6 +533,53 @@ mod tests {
         let mut m = MetaState::default();
         assert!(m.apply(create("s", 1, 5)).is_err());
         assert!(m.streams.is_empty());
+    }
+
+    #[test]
+    fn a_split_opens_its_children_only_once_the_parent_has_closed() {
+        let mut m = MetaState::default();
+        m.apply(MetaCommand::Init { secret: vec![1] }).unwrap();
+        m.apply(create("s", 2, 3)).unwrap();
+        for g in 1..=2 {
+            m.apply(MetaCommand::ShardReady { group_id: g }).unwrap();
+        }
+        let parent = m.streams["s"].shards[0].clone();
+        let mid = parent.range.start + (parent.range.end - parent.range.start) / 2;
+        let split = |key| MetaCommand::SplitShard {
+            stream: "s".into(),
+            shard_index: 0,
+            new_starting_hash_key: key,
+            nodes: vec![1, 2, 3],
+        };
+        // The key must fall strictly inside the parent's range.
+        for bad in [parent.range.start, parent.range.end + 1] {
+            let e = m.apply(split(bad)).unwrap_err();
+            assert_eq!(e.kind, crate::error::ErrorKind::InvalidArgument, "{e}");
+        }
+        m.apply(split(mid)).unwrap();
+        let s = &m.streams["s"];
+        assert_eq!(s.status, StreamStatus::Updating);
+        let kids: Vec<&ShardMeta> = s.children_of(0).collect();
+        assert_eq!(kids.len(), 2);
+        assert_eq!((kids[0].index, kids[1].index), (2, 3), "new shards take the next indexes");
+        assert_eq!((kids[0].group_id, kids[1].group_id), (3, 4), "and new groups");
+        assert_eq!(kids[0].range, HashKeyRange { start: parent.range.start, end: mid - 1 });
+        assert_eq!(kids[1].range, HashKeyRange { start: mid, end: parent.range.end });
+        assert!(kids.iter().all(|k| k.pending && k.epoch == 1 && k.parents == vec![0]));
+        // Until the parent closes, its keys still go to it.
+        assert_eq!(s.shard_for(mid).unwrap().index, 0);
+        // One reshard at a time; a shard that is being split cannot be split again.
+        assert_eq!(m.apply(split(mid + 1)).unwrap_err().kind, crate::error::ErrorKind::ResourceInUse);
+        m.apply(MetaCommand::ShardClosed { group_id: 1, ending_sequence_number: "9".into() }).unwrap();
+        let s = &m.streams["s"];
+        assert_eq!(s.status, StreamStatus::Active);
+        assert_eq!(s.shard(0).unwrap().ending_sequence_number.as_deref(), Some("9"));
+        assert_eq!(s.shard_for(mid).unwrap().index, 3);
+        assert_eq!(s.shard_for(mid - 1).unwrap().index, 2);
+        assert_eq!(s.shard_for(parent.range.start).unwrap().index, 2);
+        // Closed for good: never split again.
+        let e = m.apply(split(mid)).unwrap_err();
+        assert!(e.message.contains("already been merged or split"), "{e}");
     }
 
     #[test]

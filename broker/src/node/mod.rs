@@ -64,6 +64,8 @@ pub struct Node {
     announcing: Mutex<HashSet<GroupId>>,
     /// Groups whose membership this node (their leader) is moving to the placement.
     moving: Mutex<HashSet<GroupId>>,
+    /// Groups this node (their leader) is closing for a reshard.
+    closing: Mutex<HashSet<GroupId>>,
     /// Replicas that could not start (for example a checksum mismatch in their log):
     /// they stay down, are reported by cluster status, and never lead.
     failed: Mutex<HashMap<GroupId, String>>,
@@ -100,6 +102,7 @@ impl Node {
             shards: RwLock::new(HashMap::new()),
             announcing: Mutex::new(HashSet::new()),
             moving: Mutex::new(HashSet::new()),
+            closing: Mutex::new(HashSet::new()),
             failed: Mutex::new(HashMap::new()),
             reconcile_lock: tokio::sync::Mutex::new(()),
         });
@@ -237,6 +240,11 @@ impl Node {
             let desired: Vec<_> = m
                 .shards_on(self.id)
                 .map(|(s, sh)| {
+                    // A reshard's parent closes once all its children have a leader.
+                    let children: Vec<&crate::meta::ShardMeta> = s.children_of(sh.index).collect();
+                    let close_due = sh.ending_sequence_number.is_none()
+                        && !children.is_empty()
+                        && children.iter().all(|c| c.ready);
                     (
                         sh.group_id,
                         s.name.clone(),
@@ -245,13 +253,14 @@ impl Node {
                         sh.replicas.clone(),
                         sh.ready,
                         sh.retiring.clone(),
+                        close_due.then_some(sh.epoch),
                     )
                 })
                 .collect();
             (desired, m.next_group_id)
         });
         let wanted: HashSet<GroupId> = desired.iter().map(|d| d.0).collect();
-        for (group, stream, index, limits, replicas, ready, retiring) in desired {
+        for (group, stream, index, limits, replicas, ready, retiring, close_due) in desired {
             let replica = match self.shard(group) {
                 Some(r) => {
                     r.limits.send_if_modified(|l| std::mem::replace(l, limits) != limits);
@@ -289,6 +298,10 @@ impl Node {
                 && self.announcing.lock().expect("lock").insert(group)
             {
                 tokio::spawn(self.clone().announce_ready(replica, replicas));
+            } else if let Some(epoch) = close_due.filter(|_| replica.raft.is_leader()) {
+                if self.closing.lock().expect("lock").insert(group) {
+                    tokio::spawn(self.clone().close_for_reshard(replica, epoch));
+                }
             } else if ready && replica.raft.is_leader() {
                 let voters: HashSet<NodeId> =
                     replica.raft.metrics().borrow_watched().membership_config.voter_ids().collect();
@@ -325,6 +338,29 @@ impl Node {
         })
         .await??;
         Ok(())
+    }
+
+    /// Closes a reshard's parent (its leader does): a `Close` entry in its group, then the
+    /// metadata learns the ending sequence number and opens the children.
+    async fn close_for_reshard(self: Arc<Self>, replica: Arc<ShardReplica>, epoch: u32) {
+        let group = replica.group;
+        match crate::shard::writer::close(&replica.raft).await {
+            Ok(at) => {
+                let ending = crate::sequence::SequenceNumber::new(epoch, at, 0).to_string();
+                tracing::info!(group, "shard {} closed for a reshard at entry {at}", replica.shard_index);
+                let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+                let cmd = MetaCommand::ShardClosed { group_id: group, ending_sequence_number: ending };
+                while let Err(e) = self.meta_write(cmd.clone()).await {
+                    if tokio::time::Instant::now() > deadline {
+                        tracing::warn!(group, "reporting the closed shard: {e}; will retry");
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+            Err(e) => tracing::debug!(group, "closing for a reshard: {e:?}"),
+        }
+        self.closing.lock().expect("lock").remove(&group);
     }
 
     /// The bootstrapping replica forms the shard's group and reports its first leader.
@@ -409,6 +445,9 @@ impl Node {
                     }
                     match rx.await {
                         Ok(Ok(outcomes)) => return Ok(outcomes),
+                        Ok(Err(WriteRejection::Closed)) => {
+                            return Ok(vec![RecordOutcome::Closed; records.len()])
+                        }
                         Ok(Err(WriteRejection::Failed(e))) => return Err(e),
                         Ok(Err(WriteRejection::NotLeader { leader })) => leader,
                         Err(_) => return Err(Error::unavailable("shard replica stopped; retry")),

@@ -49,6 +49,8 @@ pub enum Command {
     Trim {
         below_index: u64,
     },
+    /// Resharding: the shard takes no more records; appends after this entry are refused.
+    Close,
 }
 
 impl fmt::Display for Command {
@@ -57,6 +59,7 @@ impl fmt::Display for Command {
             Command::Meta(m) => write!(f, "meta {m:?}"),
             Command::Append(b) => write!(f, "append {} records", b.records.len()),
             Command::Trim { below_index } => write!(f, "trim below {below_index}"),
+            Command::Close => write!(f, "close"),
         }
     }
 }
@@ -69,6 +72,11 @@ pub enum Reply {
     Appended {
         log_index: u64,
         arrival_ms: i64,
+    },
+    /// The shard is closed: the `Close` entry is at `at`, and this entry's records were
+    /// refused (or, for `Close` itself, the shard is closed at `at`).
+    Closed {
+        at: u64,
     },
 }
 

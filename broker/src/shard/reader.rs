@@ -29,6 +29,8 @@ pub struct Page {
     /// Where the next read continues.
     pub next: Position,
     pub millis_behind_latest: u64,
+    /// The shard was closed by a reshard and everything in it has been read.
+    pub ended: bool,
 }
 
 pub struct ReadLimits {
@@ -39,9 +41,11 @@ pub struct ReadLimits {
 }
 
 impl ShardShared {
-    /// The position right after the last applied entry (LATEST).
+    /// The position right after the last applied entry (LATEST); the end of a closed shard.
     pub fn latest(&self) -> Position {
-        Position { log_index: self.state().applied_index() + 1, position: 0 }
+        let state = self.state();
+        let after = state.applied_index() + 1;
+        Position { log_index: state.closed_at.map_or(after, |c| c.min(after)), position: 0 }
     }
 
     /// The first retained position (TRIM_HORIZON).
@@ -68,7 +72,11 @@ impl ShardShared {
     /// Reads committed records from `from`, in sequence order, within `limits`.
     pub fn read(&self, epoch: u32, from: Position, limits: &ReadLimits) -> Result<Page> {
         let state = self.state();
-        let applied = state.applied_index();
+        // The last entry that may hold records: nothing at or after a `Close` is served.
+        let applied = match state.closed_at {
+            Some(close) => state.applied_index().min(close.saturating_sub(1)),
+            None => state.applied_index(),
+        };
         let mut next = from.max(Position { log_index: state.first_index, position: 0 });
         let mut records = Vec::new();
         let mut bytes = 0usize;
@@ -124,6 +132,7 @@ impl ShardShared {
             Some(r) if next.log_index <= applied => (state.last_arrival_ms - r.arrival_ms).max(0) as u64,
             _ => 0,
         };
-        Ok(Page { records, next, millis_behind_latest: behind })
+        let ended = state.closed_at.is_some_and(|close| next.log_index >= close);
+        Ok(Page { records, next, millis_behind_latest: behind, ended })
     }
 }

@@ -36,6 +36,8 @@ pub struct ShardState {
     pub last_arrival_ms: i64,
     /// First log index still within retention (the trim horizon).
     pub first_index: u64,
+    /// Index of the `Close` entry once a reshard closed the shard: every record is below it.
+    pub closed_at: Option<u64>,
 }
 
 impl ShardState {
@@ -196,6 +198,14 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
             let index = entry.index();
             state.applied = Some(entry.log_id());
             let reply = match entry.payload {
+                EntryPayload::Normal(Command::Append(_)) if state.closed_at.is_some() => {
+                    Reply::Closed { at: state.closed_at.unwrap_or(index) }
+                }
+                EntryPayload::Normal(Command::Close) => {
+                    let at = *state.closed_at.get_or_insert(index);
+                    save = true;
+                    Reply::Closed { at }
+                }
                 EntryPayload::Normal(Command::Append(batch)) => {
                     let arrival = batch.arrival_ms.max(state.last_arrival_ms);
                     if arrival > state.last_arrival_ms || state.last_arrival_ms == 0 {

@@ -25,6 +25,9 @@ pub enum RecordOutcome {
         position: u16,
     },
     Throttled,
+    /// The shard was closed by a reshard before this record was written: nothing was
+    /// written; the record belongs to one of the children now.
+    Closed,
     Failed(Error),
 }
 
@@ -35,6 +38,8 @@ pub enum WriteRejection {
     NotLeader {
         leader: Option<NodeId>,
     },
+    /// The shard is closed (a reshard): nothing of the request was written.
+    Closed,
     Failed(Error),
 }
 
@@ -127,6 +132,7 @@ async fn run(
             };
             for (reply, slots) in pending {
                 let answer = match &result {
+                    Err(WriteRejection::Closed) => Ok(slots.iter().map(|_| RecordOutcome::Closed).collect()),
                     Err(rejection) => Err(rejection.clone()),
                     Ok(log_index) => Ok(slots
                         .iter()
@@ -144,10 +150,23 @@ async fn run(
     }
 }
 
+/// Closes the shard for a reshard (idempotent): returns the index of its `Close` entry,
+/// above every record it holds.
+pub async fn close(raft: &ShardRaft) -> Result<u64, WriteRejection> {
+    match raft.client_write(Command::Close).await {
+        Ok(resp) => match resp.data {
+            Reply::Closed { at } => Ok(at),
+            other => Err(WriteRejection::Failed(Error::internal(format!("unexpected reply {other:?}")))),
+        },
+        Err(e) => Err(WriteRejection::NotLeader { leader: e.forward_to_leader().and_then(|f| f.leader_id) }),
+    }
+}
+
 async fn propose(raft: &ShardRaft, cmd: Command) -> Result<u64, WriteRejection> {
     match raft.client_write(cmd).await {
         Ok(resp) => match resp.data {
             Reply::Appended { log_index, .. } => Ok(log_index),
+            Reply::Closed { .. } => Err(WriteRejection::Closed),
             other => Err(WriteRejection::Failed(Error::internal(format!("unexpected reply {other:?}")))),
         },
         Err(e) => {

@@ -1,0 +1,131 @@
+//! Resharding on a live stream: a split closes its parent, opens two children, and loses
+//! or reorders no acknowledged record while producers keep writing.
+
+use freshet_broker::client::pb;
+use freshet_tests::workload::{produce, stop_and_verify, Ledger};
+use freshet_tests::{unlimited, Cluster};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+async fn wait_acked(ledger: &Ledger, at_least: usize) {
+    let start = Instant::now();
+    while ledger.acked.load(Ordering::Relaxed) < at_least {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "producers stalled at {}",
+            ledger.acked.load(Ordering::Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_under_load_loses_and_reorders_nothing() {
+    let cluster = Cluster::start(3).await;
+    cluster.create_stream("orders", 2, unlimited()).await;
+    cluster.wait_leaders("orders").await;
+    let endpoints: Vec<String> = cluster.brokers.iter().map(|b| b.endpoint()).collect();
+    let ledger = Arc::new(Ledger::default());
+    let producers: Vec<_> = (0..4)
+        .map(|p| tokio::spawn(produce(endpoints.clone(), "orders".into(), p, 10, 1_000_000, ledger.clone())))
+        .collect();
+    wait_acked(&ledger, 1_000).await;
+
+    let client = cluster.any_client();
+    let parent = client.describe("orders").await.unwrap().shards[0].clone();
+    let (start, end): (u128, u128) =
+        (parent.starting_hash_key.parse().unwrap(), parent.ending_hash_key.parse().unwrap());
+    let mid = start + (end - start) / 2;
+    client
+        .api
+        .clone()
+        .split_shard(pb::SplitShardRequest {
+            stream_name: "orders".into(),
+            shard_to_split: parent.shard_id.clone(),
+            new_starting_hash_key: mid.to_string(),
+        })
+        .await
+        .expect("split");
+    assert_eq!(client.describe("orders").await.unwrap().status, "UPDATING");
+    let t0 = Instant::now();
+    loop {
+        let d = client.describe("orders").await.unwrap();
+        if d.status == "ACTIVE" {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "split never completed: {d:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Writes go on, now into the children.
+    let acked = ledger.acked.load(Ordering::Relaxed);
+    wait_acked(&ledger, acked + 1_000).await;
+    stop_and_verify(&cluster, &client, "orders", &ledger, producers, 0).await;
+
+    let d = client.describe("orders").await.unwrap();
+    let ids: Vec<&str> = d.shards.iter().map(|s| s.shard_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["shardId-000000000000", "shardId-000000000001", "shardId-000000000002", "shardId-000000000003"]
+    );
+    assert!(d.shards[0].ending_sequence_number.is_some(), "the parent is closed");
+    assert!(d.shards[1].ending_sequence_number.is_none());
+    for (child, (lo, hi)) in d.shards[2..].iter().zip([(start, mid - 1), (mid, end)]) {
+        assert_eq!(child.parent_shard_id.as_deref(), Some("shardId-000000000000"));
+        assert_eq!(child.adjacent_parent_shard_id, None);
+        assert_eq!(
+            (child.starting_hash_key.clone(), child.ending_hash_key.clone()),
+            (lo.to_string(), hi.to_string())
+        );
+        assert!(child.starting_sequence_number > *d.shards[0].ending_sequence_number.as_ref().unwrap());
+    }
+    // Each child took writes; the ledger above proved nothing acknowledged was lost and
+    // each key's records (parent first, then child) kept their order.
+    {
+        let acks = ledger.acks.lock().unwrap();
+        for child in ["shardId-000000000002", "shardId-000000000003"] {
+            assert!(acks.iter().any(|a| a.shard == child), "no record went to {child}");
+        }
+    }
+
+    // Reading the parent to its end: no next iterator, and its children named.
+    let mut it = client
+        .shard_iterator("orders", "shardId-000000000000", pb::IteratorType::TrimHorizon, None, None)
+        .await
+        .unwrap();
+    let last = loop {
+        let page = client
+            .api
+            .clone()
+            .get_records(pb::GetRecordsRequest { shard_iterator: it.clone(), limit: Some(10_000) })
+            .await
+            .unwrap()
+            .into_inner();
+        match page.next_shard_iterator.clone() {
+            Some(next) => it = next,
+            None => break page,
+        }
+    };
+    let children: Vec<(&str, Vec<String>)> =
+        last.child_shards.iter().map(|c| (c.shard_id.as_str(), c.parent_shards.clone())).collect();
+    assert_eq!(
+        children,
+        [
+            ("shardId-000000000002", vec!["shardId-000000000000".to_string()]),
+            ("shardId-000000000003", vec!["shardId-000000000000".to_string()])
+        ]
+    );
+
+    // A shard that was split cannot be split again.
+    let err = client
+        .api
+        .clone()
+        .split_shard(pb::SplitShardRequest {
+            stream_name: "orders".into(),
+            shard_to_split: "shardId-000000000000".into(),
+            new_starting_hash_key: mid.to_string(),
+        })
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("already been merged or split"), "{err:?}");
+}
