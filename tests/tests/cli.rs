@@ -59,6 +59,23 @@ async fn put_lines_then_read_them_back() {
     assert!(out.contains("cli/shardId-000000000001"), "{out}");
     let (ok, out, _) = freshet(&cluster, &["stream", "describe", "cli"], None);
     assert!(ok && out.contains("ACTIVE"), "{out}");
+
+    // Split a shard at its middle; once the children lead, the parent shows CLOSED.
+    let (ok, _, err) = freshet(&cluster, &["stream", "split", "cli", "shardId-000000000000"], None);
+    assert!(ok, "{err}");
+    assert!(err.contains("splitting shardId-000000000000"), "{err}");
+    let start = std::time::Instant::now();
+    loop {
+        let (ok, out, _) = freshet(&cluster, &["stream", "describe", "cli"], None);
+        assert!(ok);
+        let closed = out.lines().any(|l| l.starts_with("shardId-000000000000") && l.contains("CLOSED"));
+        if closed && out.contains("ACTIVE") {
+            assert!(out.lines().filter(|l| l.contains(" shardId-000000000000 ")).count() == 2, "{out}");
+            break;
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(60), "split never completed:\n{out}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
