@@ -26,6 +26,7 @@ pub struct Observed {
     pub closed_shards: u32,
     pub shards_without_leader: u32,
     pub retention_hours: u32,
+    pub open: Vec<crate::reshard::OpenShard>,
 }
 
 pub struct Admin {
@@ -59,6 +60,16 @@ impl Admin {
                     shards_without_leader: open.iter().filter(|s| !led.contains(s.shard_id.as_str())).count()
                         as u32,
                     retention_hours: d.retention_hours,
+                    open: open
+                        .iter()
+                        .filter_map(|s| {
+                            Some(crate::reshard::OpenShard {
+                                shard_id: s.shard_id.clone(),
+                                start: s.starting_hash_key.parse().ok()?,
+                                end: s.ending_hash_key.parse().ok()?,
+                            })
+                        })
+                        .collect(),
                 }))
             }
             Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
@@ -86,6 +97,16 @@ impl Admin {
             Err(s) if s.code() == tonic::Code::AlreadyExists => Ok(()),
             Err(s) => Err(s),
         }
+    }
+
+    /// Splits `shard_id` of `name` at `at` (the brokers' SplitShard).
+    pub async fn split(&self, name: &str, shard_id: &str, at: u128) -> Result<(), tonic::Status> {
+        let req = pb::SplitShardRequest {
+            stream_name: name.into(),
+            shard_to_split: shard_id.into(),
+            new_starting_hash_key: at.to_string(),
+        };
+        self.client.api.clone().split_shard(req).await.map(|_| ())
     }
 
     pub async fn cluster_status(&self) -> Result<pb::ClusterStatusResponse, tonic::Status> {

@@ -254,7 +254,10 @@ async fn apply(stream: &Stream, ctx: &Context) -> Result<Action, Error> {
     }
     let phase = match roll_brokers(stream, ctx, &plan, &sts, &admin).await {
         Ok(Some(rolling)) => rolling,
-        Ok(None) => decide_phase(&plan, &observed, held_scale_down),
+        Ok(None) => match split_step(stream, ctx, &plan, &observed, &admin).await? {
+            Some(resharding) => resharding,
+            None => decide_phase(&plan, &observed, held_scale_down),
+        },
         Err(e) => return Err(e),
     };
     write_status(stream, ctx, &phase, Some(&plan), Some(brokers), Some(&observed)).await?;
@@ -363,19 +366,58 @@ async fn roll_brokers(
     }
 }
 
+/// One step toward more open shards: a split of the widest open shard, once the stream is
+/// ACTIVE (the brokers take one reshard at a time). The brokers were scaled up first.
+async fn split_step(
+    stream: &Stream,
+    ctx: &Context,
+    plan: &Plan,
+    observed: &Observed,
+    admin: &Admin,
+) -> Result<Option<Phase>, Error> {
+    if observed.status != "ACTIVE" {
+        return Ok(None);
+    }
+    let Some((shard, at)) = crate::reshard::next_split(&observed.open, plan.shards) else {
+        return Ok(None);
+    };
+    admin
+        .split(&plan.name, &shard, at)
+        .await
+        .map_err(|status| Error::Broker { endpoint: (ctx.locate)(plan), status })?;
+    let note = format!("splitting {shard} ({} of {} shards open)", observed.open_shards, plan.shards);
+    ctx.event(stream, EventType::Normal, "ShardSplit", note.clone()).await;
+    Ok(Some(Phase::Progressing { reason: "Resharding", message: note }))
+}
+
 /// What the Stream's status should say, given what the brokers report. Pure.
 pub fn decide_phase(plan: &Plan, observed: &Observed, held_scale_down: Option<u32>) -> Phase {
+    if observed.status == "UPDATING" {
+        return Phase::Progressing {
+            reason: "Resharding",
+            message: format!(
+                "{} of {} shards open; a reshard is under way",
+                observed.open_shards, plan.shards
+            ),
+        };
+    }
     if observed.status != "ACTIVE" {
         return Phase::Progressing {
             reason: "StreamCreating",
             message: format!("the stream is {}", observed.status),
         };
     }
-    if observed.open_shards != plan.shards {
+    if observed.open_shards < plan.shards {
+        return Phase::Progressing {
+            reason: "Resharding",
+            message: format!("{} of {} shards open; splitting", observed.open_shards, plan.shards),
+        };
+    }
+    if observed.open_shards > plan.shards {
         return Phase::Progressing {
             reason: "ReshardPending",
             message: format!(
-                "{} shards declared, {} open: resharding waits for the brokers' UpdateShardCount",
+                "{} shards declared, {} open: fewer shards need MergeShards, which the brokers do not have yet",
                 plan.shards, observed.open_shards
             ),
         };
@@ -551,6 +593,7 @@ mod tests {
             closed_shards: 0,
             shards_without_leader: leaderless,
             retention_hours: 24,
+            open: Vec::new(),
         }
     }
 
@@ -562,7 +605,9 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert_eq!(reason(decide_phase(&plan(4, 3), &observed("CREATING", 4, 0), None)), "StreamCreating");
-        assert_eq!(reason(decide_phase(&plan(8, 3), &observed("ACTIVE", 4, 0), None)), "ReshardPending");
+        assert_eq!(reason(decide_phase(&plan(8, 3), &observed("ACTIVE", 4, 0), None)), "Resharding");
+        assert_eq!(reason(decide_phase(&plan(8, 3), &observed("UPDATING", 4, 0), None)), "Resharding");
+        assert_eq!(reason(decide_phase(&plan(4, 3), &observed("ACTIVE", 8, 0), None)), "ReshardPending");
         assert_eq!(reason(decide_phase(&plan(4, 3), &observed("ACTIVE", 4, 0), Some(5))), "ScaleDownPending");
         assert_eq!(reason(decide_phase(&plan(4, 3), &observed("ACTIVE", 4, 2), None)), "ElectingLeaders");
     }

@@ -8,6 +8,7 @@ pub mod controller;
 pub mod desired;
 pub mod metrics;
 pub mod quantity;
+pub mod reshard;
 pub mod roll;
 pub mod run;
 pub mod status;

@@ -186,11 +186,22 @@ async fn more_declared_throughput_grows_the_brokers_and_bigger_storage_grows_the
     tokio::time::sleep(Duration::from_millis(500)).await;
     let pvc = fake.get("/persistentvolumeclaims", NS, "data-orders-broker-0").unwrap();
     assert_eq!(pvc["spec"]["resources"]["requests"]["storage"], "20Gi");
-    // The shard count itself waits for the brokers' resharding (reported, not hidden).
-    eventually("ReshardPending", || {
-        condition(&stream_obj(&fake, "orders")?, "Progressing").filter(|c| c.1 == "ReshardPending")
+    // The shard count follows through the brokers' SplitShard, one split at a time,
+    // widest shard first: 2 -> 8 open shards is 6 splits, with uniform ranges at the end.
+    eventually("8 open shards", || {
+        stream_obj(&fake, "orders")?["status"]["shards"].as_u64().filter(|n| *n == 8)
     })
     .await;
+    let d = cluster.any_client().describe("orders").await.unwrap();
+    let open: Vec<_> = d.shards.iter().filter(|s| s.ending_sequence_number.is_none()).collect();
+    assert_eq!((open.len(), d.shards.len()), (8, 14), "6 parents closed, 8 children open");
+    let widths: Vec<u128> = open
+        .iter()
+        .map(|s| s.ending_hash_key.parse::<u128>().unwrap() - s.starting_hash_key.parse::<u128>().unwrap())
+        .collect();
+    assert!(widths.iter().max().unwrap() - widths.iter().min().unwrap() <= 4, "{widths:?}");
+    let reasons = event_reasons(&fake);
+    assert!(reasons.iter().any(|r| r == "ShardSplit"), "{reasons:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -249,9 +249,11 @@ impl pb::freshet_server::Freshet for Api {
         req: Request<pb::DescribeStreamRequest>,
     ) -> Result<Response<pb::StreamDescription>, Status> {
         let s = self.stream(&req.into_inner().stream_name).await?;
+        // A reshard's children are listed once their parents have closed, as Kinesis does.
         let shards = s
             .shards
             .iter()
+            .filter(|sh| !sh.pending)
             .map(|sh| pb::Shard {
                 shard_id: sh.shard_id(),
                 starting_hash_key: sh.range.start.to_string(),

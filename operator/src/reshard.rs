@@ -1,0 +1,82 @@
+//! Which reshard brings a stream's open shards toward the declared count. Pure.
+//!
+//! One split at a time (the brokers refuse a second while the stream is UPDATING), always
+//! of the widest open shard at the middle of its range, so that doubling the count gives
+//! the uniform ranges Kinesis' UNIFORM_SCALING would.
+
+/// An open shard as the brokers describe it: id and inclusive hash-key range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenShard {
+    pub shard_id: String,
+    pub start: u128,
+    pub end: u128,
+}
+
+/// The next split to make, as `(shard id, new starting hash key)`, or None when there are
+/// enough open shards (or none can be split: a range of one hash key).
+pub fn next_split(open: &[OpenShard], declared: u32) -> Option<(String, u128)> {
+    if open.len() >= declared as usize {
+        return None;
+    }
+    let widest = open
+        .iter()
+        .filter(|s| s.end > s.start)
+        .max_by(|a, b| (a.end - a.start).cmp(&(b.end - b.start)).then_with(|| b.shard_id.cmp(&a.shard_id)))?;
+    Some((widest.shard_id.clone(), widest.start + (widest.end - widest.start) / 2 + 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn even(n: u32) -> Vec<OpenShard> {
+        let h = u128::MAX / u128::from(n);
+        (0..n)
+            .map(|i| OpenShard {
+                shard_id: format!("shardId-{i:012}"),
+                start: u128::from(i) * h,
+                end: if i == n - 1 { u128::MAX } else { u128::from(i + 1) * h - 1 },
+            })
+            .collect()
+    }
+
+    #[test]
+    fn nothing_to_split_when_enough_are_open() {
+        assert_eq!(next_split(&even(4), 4), None);
+        assert_eq!(next_split(&even(4), 2), None, "merges are not splits");
+    }
+
+    #[test]
+    fn splits_the_widest_shard_at_its_middle() {
+        let mut open = even(2);
+        open[1].end = open[1].start + 10; // shard 1 now narrow
+        let (id, at) = next_split(&open, 3).unwrap();
+        assert_eq!(id, "shardId-000000000000");
+        assert_eq!(at, open[0].start + (open[0].end - open[0].start) / 2 + 1);
+        assert!(at > open[0].start && at <= open[0].end, "inside the range, as SplitShard requires");
+    }
+
+    #[test]
+    fn doubling_ends_with_uniform_ranges() {
+        let mut open = even(2);
+        let mut next = 2;
+        while let Some((id, at)) = next_split(&open, 4) {
+            let i = open.iter().position(|s| s.shard_id == id).unwrap();
+            let parent = open.remove(i);
+            for (start, end) in [(parent.start, at - 1), (at, parent.end)] {
+                open.push(OpenShard { shard_id: format!("shardId-{next:012}"), start, end });
+                next += 1;
+            }
+        }
+        assert_eq!(open.len(), 4);
+        let widths: Vec<u128> = open.iter().map(|s| s.end - s.start).collect();
+        let (lo, hi) = (widths.iter().min().unwrap(), widths.iter().max().unwrap());
+        assert!(hi - lo <= 2, "{widths:?}");
+    }
+
+    #[test]
+    fn a_one_key_shard_cannot_be_split() {
+        let one = vec![OpenShard { shard_id: "shardId-000000000000".into(), start: 5, end: 5 }];
+        assert_eq!(next_split(&one, 2), None);
+    }
+}
