@@ -129,3 +129,58 @@ async fn a_split_under_load_loses_and_reorders_nothing() {
         .unwrap_err();
     assert!(err.message().contains("already been merged or split"), "{err:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merge_under_load_loses_and_reorders_nothing() {
+    let cluster = Cluster::start(3).await;
+    cluster.create_stream("orders", 2, unlimited()).await;
+    cluster.wait_leaders("orders").await;
+    let endpoints: Vec<String> = cluster.brokers.iter().map(|b| b.endpoint()).collect();
+    let ledger = Arc::new(Ledger::default());
+    let producers: Vec<_> = (0..4)
+        .map(|p| tokio::spawn(produce(endpoints.clone(), "orders".into(), p, 10, 1_000_000, ledger.clone())))
+        .collect();
+    wait_acked(&ledger, 1_000).await;
+
+    let client = cluster.any_client();
+    let merge = |a: &str, b: &str| pb::MergeShardsRequest {
+        stream_name: "orders".into(),
+        shard_to_merge: a.into(),
+        adjacent_shard_to_merge: b.into(),
+    };
+    client
+        .api
+        .clone()
+        .merge_shards(merge("shardId-000000000001", "shardId-000000000000"))
+        .await
+        .expect("merge");
+    let t0 = Instant::now();
+    while client.describe("orders").await.unwrap().status != "ACTIVE" {
+        assert!(t0.elapsed() < Duration::from_secs(60), "merge never completed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let acked = ledger.acked.load(Ordering::Relaxed);
+    wait_acked(&ledger, acked + 1_000).await;
+    stop_and_verify(&cluster, &client, "orders", &ledger, producers, 0).await;
+
+    let d = client.describe("orders").await.unwrap();
+    assert_eq!(d.shards.len(), 3);
+    assert!(d.shards[..2].iter().all(|s| s.ending_sequence_number.is_some()), "both parents closed");
+    let child = &d.shards[2];
+    assert_eq!(child.shard_id, "shardId-000000000002");
+    assert_eq!(child.parent_shard_id.as_deref(), Some("shardId-000000000001"));
+    assert_eq!(child.adjacent_parent_shard_id.as_deref(), Some("shardId-000000000000"));
+    assert_eq!(
+        (child.starting_hash_key.as_str(), child.ending_hash_key.as_str()),
+        ("0", &*u128::MAX.to_string())
+    );
+    assert!(ledger.acks.lock().unwrap().iter().any(|a| a.shard == "shardId-000000000002"));
+    // Merged shards cannot be merged again.
+    let err = client
+        .api
+        .clone()
+        .merge_shards(merge("shardId-000000000000", "shardId-000000000001"))
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("already been merged or split"), "{err:?}");
+}

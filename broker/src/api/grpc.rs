@@ -19,6 +19,13 @@ use tonic::{Request, Response, Status};
 
 const HOPS: &str = "x-freshet-hops";
 
+/// Every hash key has an open shard: no reshard child waits on a parent that has already
+/// closed.
+fn routable(stream: &StreamMeta) -> bool {
+    let closed = |i: &u32| stream.shard(*i).is_some_and(|p| p.ending_sequence_number.is_some());
+    !stream.shards.iter().any(|s| s.pending && s.parents.iter().any(closed))
+}
+
 /// The shards made from `index` (named at the end of a closed shard).
 fn child_shards(stream: &StreamMeta, index: u32) -> Vec<pb::ChildShard> {
     stream
@@ -58,8 +65,9 @@ impl Api {
             .ok_or_else(|| Error::stream_not_found(name))
     }
 
-    /// The stream's metadata once every shard of `groups` shows as closed (its children
-    /// then take its keys), or as it is at `deadline`.
+    /// The stream's metadata once every shard of `groups` shows as closed and every key is
+    /// routable again (a merge's child opens only when both parents have closed), or as it
+    /// is at `deadline`.
     async fn stream_after_close(
         &self,
         name: &str,
@@ -69,14 +77,21 @@ impl Api {
         loop {
             let stream = self.stream(name).await?;
             let closed = |g: &u64| stream.shards.iter().any(|s| s.group_id == *g && !s.is_open());
-            if groups.iter().all(closed) || tokio::time::Instant::now() >= deadline {
+            if (groups.iter().all(closed) && routable(&stream)) || tokio::time::Instant::now() >= deadline {
                 return Ok(stream);
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
-    fn secret(&self) -> Result<Vec<u8>> {
+    /// The iterator-signing key. A node whose metadata has not caught up yet (or a cluster
+    /// formed a moment ago) first catches up with the metadata leader.
+    async fn secret(&self) -> Result<Vec<u8>> {
+        let known = self.node.meta_view.read(|m| m.secret.clone());
+        if !known.is_empty() {
+            return Ok(known);
+        }
+        self.node.meta_barrier().await?;
         let s = self.node.meta_view.read(|m| m.secret.clone());
         if s.is_empty() {
             return Err(Error::unavailable("cluster metadata is not initialised yet; retry shortly"));
@@ -335,6 +350,26 @@ impl pb::freshet_server::Freshet for Api {
         Ok(Response::new(pb::SplitShardResponse {}))
     }
 
+    async fn merge_shards(
+        &self,
+        req: Request<pb::MergeShardsRequest>,
+    ) -> Result<Response<pb::MergeShardsResponse>, Status> {
+        let r = req.into_inner();
+        let stream = self.stream(&r.stream_name).await?;
+        let shard_index = shard_of(&stream, &r.shard_to_merge)?.index;
+        let adjacent_index = shard_of(&stream, &r.adjacent_shard_to_merge)?.index;
+        let nodes = self.node.voters();
+        self.node
+            .meta_write(MetaCommand::MergeShards {
+                stream: stream.name.clone(),
+                shard_index,
+                adjacent_index,
+                nodes,
+            })
+            .await?;
+        Ok(Response::new(pb::MergeShardsResponse {}))
+    }
+
     async fn remove_node(
         &self,
         req: Request<pb::RemoveNodeRequest>,
@@ -425,8 +460,12 @@ impl pb::freshet_server::Freshet for Api {
                 (i, RecordInput { partition_key: e.partition_key, data: e.data }, e.explicit_hash_key)
             })
             .collect();
-        let mut stream = stream;
         let deadline = tokio::time::Instant::now() + RESHARD_WAIT;
+        let mut stream = if routable(&stream) {
+            stream
+        } else {
+            self.stream_after_close(&stream.name, &[], deadline).await?
+        };
         while !todo.is_empty() {
             let inputs = todo.iter().map(|(_, rec, key)| (rec.clone(), key.clone())).collect();
             let batches = crate::router::plan(&stream, inputs)?;
@@ -498,7 +537,7 @@ impl pb::freshet_server::Freshet for Api {
         let shard = shard_of(&stream, &r.shard_id)?;
         let (kind, seq) =
             validate_iterator_args(r.iterator_type, &r.starting_sequence_number, r.timestamp_ms)?;
-        let secret = self.secret()?;
+        let secret = self.secret().await?;
         let replica = match self.node.leader_target(shard.group_id, &shard.replicas).await? {
             Target::Local(replica) => replica,
             Target::Remote(addr) => {
@@ -526,7 +565,7 @@ impl pb::freshet_server::Freshet for Api {
         let r = req.into_inner();
         let limit = r.limit.unwrap_or(limits::MAX_GET_RECORDS_LIMIT);
         limits::validate_get_records_limit(limit)?;
-        let secret = self.secret()?;
+        let secret = self.secret().await?;
         let it = ShardIterator::decode(&r.shard_iterator, &secret, crate::now_ms())?;
         let stream = self.stream(&it.stream).await?;
         let shard = stream

@@ -164,6 +164,15 @@ pub enum MetaCommand {
         new_starting_hash_key: u128,
         nodes: Vec<NodeId>,
     },
+    /// Merges two adjacent open shards into one pending child (ParentShardId `shard_index`,
+    /// AdjacentParentShardId `adjacent_index`); each parent keeps taking writes until its
+    /// group has closed, and the child opens once both have.
+    MergeShards {
+        stream: String,
+        shard_index: u32,
+        adjacent_index: u32,
+        nodes: Vec<NodeId>,
+    },
     /// A reshard's parent group applied its `Close` entry: nothing after
     /// `ending_sequence_number` is in it. Its children open once all their parents closed.
     ShardClosed {
@@ -258,6 +267,9 @@ impl MetaState {
             MetaCommand::SplitShard { stream, shard_index, new_starting_hash_key, nodes } => {
                 self.split(&stream, shard_index, new_starting_hash_key, &nodes)?
             }
+            MetaCommand::MergeShards { stream, shard_index, adjacent_index, nodes } => {
+                self.merge(&stream, shard_index, adjacent_index, &nodes)?
+            }
             MetaCommand::ShardClosed { group_id, ending_sequence_number } => {
                 for stream in self.streams.values_mut() {
                     let Some(parent) = stream.shards.iter_mut().find(|s| s.group_id == group_id) else {
@@ -345,49 +357,48 @@ impl MetaState {
         Ok(())
     }
 
-    /// Two pending children of one open shard, under a new epoch so that their sequence
-    /// numbers sort after every one of the parent's.
-    fn split(&mut self, name: &str, index: u32, new_start: u128, nodes: &[NodeId]) -> Result<()> {
+    /// An open shard of an ACTIVE stream that was never split or merged.
+    fn reshardable(&self, name: &str, index: u32) -> Result<(&StreamMeta, &ShardMeta)> {
         let stream = self.streams.get(name).ok_or_else(|| Error::stream_not_found(name))?;
         if stream.status != StreamStatus::Active {
             return Err(stream.not_active());
         }
-        let parent = stream.shard(index).ok_or_else(|| {
+        let shard = stream.shard(index).filter(|s| !s.pending).ok_or_else(|| {
             Error::not_found(format!(
                 "Could not find shard {} in stream {name} under account {}.",
                 shard_id(index),
                 crate::ACCOUNT_ID
             ))
         })?;
-        if !parent.is_open() || stream.children_of(index).next().is_some() {
+        if !shard.is_open() || stream.children_of(index).next().is_some() {
             return Err(Error::in_use(format!(
                 "Shard {} in stream {name} under account {} has already been merged or split, and thus is not eligible for merging or splitting.",
-                parent.shard_id(),
+                shard.shard_id(),
                 crate::ACCOUNT_ID
             )));
         }
-        if new_start <= parent.range.start || new_start > parent.range.end {
-            return Err(Error::invalid(format!(
-                "NewStartingHashKey {new_start} used in SplitShard() on shard {} in stream {name} under account {} is not both greater than one plus the shard's StartingHashKey {} and less than the shard's EndingHashKey {}.",
-                parent.shard_id(),
-                crate::ACCOUNT_ID,
-                parent.range.start,
-                parent.range.end
-            )));
-        }
+        Ok((stream, shard))
+    }
+
+    /// Adds pending children to a stream (new indexes and groups, placed on `nodes`) and
+    /// marks it UPDATING.
+    fn add_children(
+        &mut self,
+        name: &str,
+        children: Vec<(HashKeyRange, Vec<u32>, u32)>,
+        nodes: &[NodeId],
+    ) -> Result<()> {
         let nodes: Vec<NodeId> = nodes.iter().copied().filter(|n| !self.draining.contains(n)).collect();
+        let stream = self.streams.get(name).ok_or_else(|| Error::stream_not_found(name))?;
         limits::validate_replication(stream.replication, nodes.len())?;
-        let (rf, epoch, range) = (stream.replication, parent.epoch + 1, parent.range);
+        let rf = stream.replication;
         let next_index = stream.shards.iter().map(|s| s.index).max().unwrap_or(0) + 1;
         let first_group = self.next_group_id.max(1);
-        let halves = [
-            HashKeyRange { start: range.start, end: new_start - 1 },
-            HashKeyRange { start: new_start, end: range.end },
-        ];
-        let children: Vec<ShardMeta> = halves
+        let count = children.len();
+        let children: Vec<ShardMeta> = children
             .into_iter()
             .enumerate()
-            .map(|(i, range)| {
+            .map(|(i, (range, parents, epoch))| {
                 let group_id = first_group + i as u64;
                 ShardMeta {
                     index: next_index + i as u32,
@@ -398,16 +409,55 @@ impl MetaState {
                     ready: false,
                     retiring: Vec::new(),
                     ending_sequence_number: None,
-                    parents: vec![index],
+                    parents,
                     pending: true,
                 }
             })
             .collect();
-        self.next_group_id = first_group + 2;
+        self.next_group_id = first_group + count as u64;
         let stream = self.streams.get_mut(name).expect("checked above");
         stream.shards.extend(children);
         stream.status = StreamStatus::Updating;
         Ok(())
+    }
+
+    /// One pending child covering two adjacent open shards, under an epoch above both.
+    fn merge(&mut self, name: &str, index: u32, adjacent: u32, nodes: &[NodeId]) -> Result<()> {
+        let (_, a) = self.reshardable(name, index)?;
+        let (_, b) = self.reshardable(name, adjacent)?;
+        let (lo, hi) = if a.range.start < b.range.start { (a, b) } else { (b, a) };
+        if index == adjacent || lo.range.end.checked_add(1) != Some(hi.range.start) {
+            return Err(Error::invalid(format!(
+                "Shards {} and {} in stream {name} under account {} are not an adjacent pair of shards eligible for merging",
+                a.shard_id(),
+                b.shard_id(),
+                crate::ACCOUNT_ID
+            )));
+        }
+        let range = HashKeyRange { start: lo.range.start, end: hi.range.end };
+        let epoch = a.epoch.max(b.epoch) + 1;
+        self.add_children(name, vec![(range, vec![index, adjacent], epoch)], nodes)
+    }
+
+    /// Two pending children of one open shard, under a new epoch so that their sequence
+    /// numbers sort after every one of the parent's.
+    fn split(&mut self, name: &str, index: u32, new_start: u128, nodes: &[NodeId]) -> Result<()> {
+        let (_, parent) = self.reshardable(name, index)?;
+        if new_start <= parent.range.start || new_start > parent.range.end {
+            return Err(Error::invalid(format!(
+                "NewStartingHashKey {new_start} used in SplitShard() on shard {} in stream {name} under account {} is not both greater than one plus the shard's StartingHashKey {} and less than the shard's EndingHashKey {}.",
+                parent.shard_id(),
+                crate::ACCOUNT_ID,
+                parent.range.start,
+                parent.range.end
+            )));
+        }
+        let (epoch, range) = (parent.epoch + 1, parent.range);
+        let halves = vec![
+            (HashKeyRange { start: range.start, end: new_start - 1 }, vec![index], epoch),
+            (HashKeyRange { start: new_start, end: range.end }, vec![index], epoch),
+        ];
+        self.add_children(name, halves, nodes)
     }
 
     pub fn shard_by_group(&self, group_id: u64) -> Option<(&StreamMeta, &ShardMeta)> {
@@ -580,6 +630,43 @@ mod tests {
         // Closed for good: never split again.
         let e = m.apply(split(mid)).unwrap_err();
         assert!(e.message.contains("already been merged or split"), "{e}");
+    }
+
+    #[test]
+    fn a_merge_opens_its_child_only_once_both_parents_have_closed() {
+        let mut m = MetaState::default();
+        m.apply(MetaCommand::Init { secret: vec![1] }).unwrap();
+        m.apply(create("s", 3, 3)).unwrap();
+        for g in 1..=3 {
+            m.apply(MetaCommand::ShardReady { group_id: g }).unwrap();
+        }
+        let merge = |a, b| MetaCommand::MergeShards {
+            stream: "s".into(),
+            shard_index: a,
+            adjacent_index: b,
+            nodes: vec![1, 2, 3],
+        };
+        let e = m.apply(merge(0, 2)).unwrap_err();
+        assert!(e.message.contains("not an adjacent pair"), "{e}");
+        assert!(m.apply(merge(1, 1)).is_err());
+        assert_eq!(m.apply(merge(1, 9)).unwrap_err().kind, crate::error::ErrorKind::ResourceNotFound);
+        m.apply(merge(2, 1)).unwrap();
+        let s = &m.streams["s"];
+        let child = s.children_of(1).next().unwrap().clone();
+        assert_eq!(child.parents, vec![2, 1], "ParentShardId, then AdjacentParentShardId");
+        assert_eq!(child.range, HashKeyRange { start: s.shards[1].range.start, end: s.shards[2].range.end });
+        assert!(child.pending && child.index == 3 && child.epoch == 1);
+        m.apply(MetaCommand::ShardClosed { group_id: 2, ending_sequence_number: "1".into() }).unwrap();
+        let s = &m.streams["s"];
+        assert!(s.shard(3).unwrap().pending, "one parent still open");
+        assert_eq!(s.status, StreamStatus::Updating);
+        assert!(s.shard_for(s.shards[1].range.start).is_none(), "its keys wait for the other parent");
+        m.apply(MetaCommand::ShardClosed { group_id: 3, ending_sequence_number: "1".into() }).unwrap();
+        let s = &m.streams["s"];
+        assert_eq!(s.status, StreamStatus::Active);
+        assert_eq!(s.shard_for(s.shards[1].range.start).unwrap().index, 3);
+        assert_eq!(s.shard_for(s.shards[2].range.end).unwrap().index, 3);
+        assert_eq!(s.shard_for(0).unwrap().index, 0);
     }
 
     #[test]
