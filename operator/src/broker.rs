@@ -109,6 +109,16 @@ impl Admin {
         self.client.api.clone().split_shard(req).await.map(|_| ())
     }
 
+    /// Merges two adjacent shards of `name` (the brokers' MergeShards).
+    pub async fn merge(&self, name: &str, shard: &str, adjacent: &str) -> Result<(), tonic::Status> {
+        let req = pb::MergeShardsRequest {
+            stream_name: name.into(),
+            shard_to_merge: shard.into(),
+            adjacent_shard_to_merge: adjacent.into(),
+        };
+        self.client.api.clone().merge_shards(req).await.map(|_| ())
+    }
+
     pub async fn cluster_status(&self) -> Result<pb::ClusterStatusResponse, tonic::Status> {
         Ok(self.client.api.clone().cluster_status(pb::ClusterStatusRequest {}).await?.into_inner())
     }

@@ -71,6 +71,10 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Consecutive failures per Stream, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// Since when each Stream has declared fewer shards than it has open (the merge
+    /// stabilization window). Kept in memory: a new operator leader starts the window again,
+    /// which only delays a merge.
+    fewer_since: Mutex<HashMap<String, std::time::Instant>>,
 }
 
 impl Context {
@@ -83,6 +87,7 @@ impl Context {
             recorder,
             metrics: Arc::new(Metrics::default()),
             failures: Mutex::new(HashMap::new()),
+            fewer_since: Mutex::new(HashMap::new()),
         }
     }
 
@@ -254,7 +259,7 @@ async fn apply(stream: &Stream, ctx: &Context) -> Result<Action, Error> {
     }
     let phase = match roll_brokers(stream, ctx, &plan, &sts, &admin).await {
         Ok(Some(rolling)) => rolling,
-        Ok(None) => match split_step(stream, ctx, &plan, &observed, &admin).await? {
+        Ok(None) => match reshard_step(stream, ctx, &plan, &observed, &admin).await? {
             Some(resharding) => resharding,
             None => decide_phase(&plan, &observed, held_scale_down),
         },
@@ -366,27 +371,47 @@ async fn roll_brokers(
     }
 }
 
-/// One step toward more open shards: a split of the widest open shard, once the stream is
-/// ACTIVE (the brokers take one reshard at a time). The brokers were scaled up first.
-async fn split_step(
+/// One step toward the declared shard count, once the stream is ACTIVE (the brokers take
+/// one reshard at a time; the brokers were scaled up first): a split of the widest open
+/// shard, or, once fewer shards have been declared for the stabilization window, a merge
+/// of the narrowest adjacent pair.
+async fn reshard_step(
     stream: &Stream,
     ctx: &Context,
     plan: &Plan,
     observed: &Observed,
     admin: &Admin,
 ) -> Result<Option<Phase>, Error> {
+    let key = format!("{}/{}", plan.namespace, plan.name);
+    if observed.open_shards <= plan.shards {
+        ctx.fewer_since.lock().expect("lock").remove(&key);
+    }
     if observed.status != "ACTIVE" {
         return Ok(None);
     }
-    let Some((shard, at)) = crate::reshard::next_split(&observed.open, plan.shards) else {
+    let broker = |status| Error::Broker { endpoint: (ctx.locate)(plan), status };
+    if let Some((shard, at)) = crate::reshard::next_split(&observed.open, plan.shards) {
+        admin.split(&plan.name, &shard, at).await.map_err(broker)?;
+        let note = format!("splitting {shard} ({} of {} shards open)", observed.open_shards, plan.shards);
+        ctx.event(stream, EventType::Normal, "ShardSplit", note.clone()).await;
+        return Ok(Some(Phase::Progressing { reason: "Resharding", message: note }));
+    }
+    let Some((a, b)) = crate::reshard::next_merge(&observed.open, plan.shards) else {
         return Ok(None);
     };
-    admin
-        .split(&plan.name, &shard, at)
-        .await
-        .map_err(|status| Error::Broker { endpoint: (ctx.locate)(plan), status })?;
-    let note = format!("splitting {shard} ({} of {} shards open)", observed.open_shards, plan.shards);
-    ctx.event(stream, EventType::Normal, "ShardSplit", note.clone()).await;
+    let since = *ctx.fewer_since.lock().expect("lock").entry(key).or_insert_with(std::time::Instant::now);
+    let window = ctx.settings.merge_stabilization;
+    if since.elapsed() < window {
+        let left = (window - since.elapsed()).as_secs() + 1;
+        let message = format!(
+            "{} shards declared, {} open: merging in {left} s if the lower count holds",
+            plan.shards, observed.open_shards
+        );
+        return Ok(Some(Phase::Progressing { reason: "MergeStabilizing", message }));
+    }
+    admin.merge(&plan.name, &a, &b).await.map_err(broker)?;
+    let note = format!("merging {a} and {b} ({} of {} shards open)", observed.open_shards, plan.shards);
+    ctx.event(stream, EventType::Normal, "ShardsMerged", note.clone()).await;
     Ok(Some(Phase::Progressing { reason: "Resharding", message: note }))
 }
 
@@ -415,11 +440,8 @@ pub fn decide_phase(plan: &Plan, observed: &Observed, held_scale_down: Option<u3
     }
     if observed.open_shards > plan.shards {
         return Phase::Progressing {
-            reason: "ReshardPending",
-            message: format!(
-                "{} shards declared, {} open: fewer shards need MergeShards, which the brokers do not have yet",
-                plan.shards, observed.open_shards
-            ),
+            reason: "Resharding",
+            message: format!("{} of {} shards open; merging", observed.open_shards, plan.shards),
         };
     }
     if let Some(current) = held_scale_down {
@@ -607,7 +629,7 @@ mod tests {
         assert_eq!(reason(decide_phase(&plan(4, 3), &observed("CREATING", 4, 0), None)), "StreamCreating");
         assert_eq!(reason(decide_phase(&plan(8, 3), &observed("ACTIVE", 4, 0), None)), "Resharding");
         assert_eq!(reason(decide_phase(&plan(8, 3), &observed("UPDATING", 4, 0), None)), "Resharding");
-        assert_eq!(reason(decide_phase(&plan(4, 3), &observed("ACTIVE", 8, 0), None)), "ReshardPending");
+        assert_eq!(reason(decide_phase(&plan(4, 3), &observed("ACTIVE", 8, 0), None)), "Resharding");
         assert_eq!(reason(decide_phase(&plan(4, 3), &observed("ACTIVE", 4, 0), Some(5))), "ScaleDownPending");
         assert_eq!(reason(decide_phase(&plan(4, 3), &observed("ACTIVE", 4, 2), None)), "ElectingLeaders");
     }

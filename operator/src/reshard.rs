@@ -1,7 +1,8 @@
 //! Which reshard brings a stream's open shards toward the declared count. Pure.
 //!
-//! One split at a time (the brokers refuse a second while the stream is UPDATING), always
-//! of the widest open shard at the middle of its range, so that doubling the count gives
+//! One reshard at a time (the brokers refuse a second while the stream is UPDATING).
+//! Splits take the widest open shard at the middle of its range, merges the adjacent pair
+//! covering the least of the hash-key space, so that doubling or halving the count gives
 //! the uniform ranges Kinesis' UNIFORM_SCALING would.
 
 /// An open shard as the brokers describe it: id and inclusive hash-key range.
@@ -23,6 +24,21 @@ pub fn next_split(open: &[OpenShard], declared: u32) -> Option<(String, u128)> {
         .filter(|s| s.end > s.start)
         .max_by(|a, b| (a.end - a.start).cmp(&(b.end - b.start)).then_with(|| b.shard_id.cmp(&a.shard_id)))?;
     Some((widest.shard_id.clone(), widest.start + (widest.end - widest.start) / 2 + 1))
+}
+
+/// The next merge to make, as `(shard to merge, adjacent shard)`, or None when there are
+/// no more open shards than declared.
+pub fn next_merge(open: &[OpenShard], declared: u32) -> Option<(String, String)> {
+    if open.len() <= declared.max(1) as usize {
+        return None;
+    }
+    let mut sorted: Vec<&OpenShard> = open.iter().collect();
+    sorted.sort_by_key(|s| s.start);
+    sorted
+        .windows(2)
+        .filter(|w| w[0].end.checked_add(1) == Some(w[1].start))
+        .min_by_key(|w| (w[1].end - w[0].start, w[0].start))
+        .map(|w| (w[0].shard_id.clone(), w[1].shard_id.clone()))
 }
 
 #[cfg(test)]
@@ -72,6 +88,28 @@ mod tests {
         let widths: Vec<u128> = open.iter().map(|s| s.end - s.start).collect();
         let (lo, hi) = (widths.iter().min().unwrap(), widths.iter().max().unwrap());
         assert!(hi - lo <= 2, "{widths:?}");
+    }
+
+    #[test]
+    fn merges_the_narrowest_adjacent_pair_until_the_count_is_reached() {
+        assert_eq!(next_merge(&even(4), 4), None);
+        assert_eq!(next_merge(&even(4), 8), None, "splits are not merges");
+        let mut open = even(4);
+        let mut next = 4;
+        while let Some((a, b)) = next_merge(&open, 2) {
+            let first = open.iter().position(|s| s.shard_id == a).unwrap();
+            let second = open.iter().position(|s| s.shard_id == b).unwrap();
+            assert_eq!(open[first].end + 1, open[second].start, "adjacent, lower first");
+            let (start, end) = (open[first].start, open[second].end);
+            open.retain(|s| s.shard_id != a && s.shard_id != b);
+            open.push(OpenShard { shard_id: format!("shardId-{next:012}"), start, end });
+            next += 1;
+        }
+        open.sort_by_key(|s| s.start);
+        assert_eq!(open.len(), 2);
+        let widths: Vec<u128> = open.iter().map(|s| s.end - s.start).collect();
+        assert!(widths[0].abs_diff(widths[1]) <= 8, "halving stays uniform: {widths:?}");
+        assert_eq!(next_merge(&even(1), 0), None, "never below one shard");
     }
 
     #[test]

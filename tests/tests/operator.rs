@@ -205,6 +205,39 @@ async fn more_declared_throughput_grows_the_brokers_and_bigger_storage_grows_the
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fewer_declared_shards_merge_after_the_stabilization_window() {
+    let cluster = Cluster::start(3).await;
+    let fake = FakeApi::new();
+    fake.set_statefulsets_ready(true);
+    let settings = Settings { merge_stabilization: Duration::from_secs(2), ..Settings::default() };
+    let _h = operator(&fake, cluster.brokers[0].endpoint(), settings);
+    create_stream(&fake, "orders", json!({"shards": 4}), json!({})).await;
+    eventually("Ready", || condition(&stream_obj(&fake, "orders")?, "Ready").filter(|c| c.0 == "True")).await;
+
+    let api: Api<Stream> = Api::namespaced(fake.client(), NS);
+    api.patch("orders", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"shards": 2}})))
+        .await
+        .unwrap();
+    // Nothing merges before the window has passed, and the status says when it will.
+    let waiting = Instant::now();
+    eventually("MergeStabilizing", || {
+        condition(&stream_obj(&fake, "orders")?, "Progressing").filter(|c| c.1 == "MergeStabilizing")
+    })
+    .await;
+    eventually("2 open shards", || {
+        stream_obj(&fake, "orders")?["status"]["shards"].as_u64().filter(|n| *n == 2)
+    })
+    .await;
+    assert!(waiting.elapsed() >= Duration::from_secs(2), "merged before the stabilization window");
+    let d = cluster.any_client().describe("orders").await.unwrap();
+    let open: Vec<_> = d.shards.iter().filter(|s| s.ending_sequence_number.is_none()).collect();
+    assert_eq!((open.len(), d.shards.len()), (2, 6), "two merges: four parents closed");
+    assert!(open.iter().all(|s| s.adjacent_parent_shard_id.is_some()), "each open shard is a merge's child");
+    assert!(event_reasons(&fake).iter().any(|r| r == "ShardsMerged"));
+    eventually("Ready", || condition(&stream_obj(&fake, "orders")?, "Ready").filter(|c| c.0 == "True")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_stream_tears_down_data_then_brokers_then_volumes() {
     let cluster = Cluster::start(3).await;
     let fake = FakeApi::new();

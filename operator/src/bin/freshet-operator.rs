@@ -75,7 +75,7 @@ async fn main() -> anyhow::Result<()> {
             cluster_domain,
             heartbeat_ms,
             election_timeout_ms,
-            merge_stabilization_secs: _,
+            merge_stabilization_secs,
             watch_namespace,
             leader_election,
             lease_duration_secs,
@@ -89,6 +89,7 @@ async fn main() -> anyhow::Result<()> {
                 cluster_domain: cluster_domain.clone(),
                 heartbeat_ms,
                 election_timeout_ms,
+                merge_stabilization: std::time::Duration::from_secs(merge_stabilization_secs),
             };
             let client = kube::Client::try_default()
                 .await

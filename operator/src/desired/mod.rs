@@ -29,6 +29,8 @@ pub struct Settings {
     pub cluster_domain: String,
     pub heartbeat_ms: u64,
     pub election_timeout_ms: u64,
+    /// How long a lower declared shard count must hold before shards merge.
+    pub merge_stabilization: std::time::Duration,
 }
 
 impl Default for Settings {
@@ -39,6 +41,7 @@ impl Default for Settings {
             cluster_domain: "cluster.local".into(),
             heartbeat_ms: 250,
             election_timeout_ms: 750,
+            merge_stabilization: std::time::Duration::from_secs(300),
         }
     }
 }
