@@ -60,6 +60,15 @@ async fn put_lines_then_read_them_back() {
     let (ok, out, _) = freshet(&cluster, &["stream", "describe", "cli"], None);
     assert!(ok && out.contains("ACTIVE"), "{out}");
 
+    // Follow the first shard, then split it: the follower goes on into its children.
+    let mut follow = Command::new(bin("freshet"))
+        .args(["read", "cli", "--shard", "shardId-000000000000", "--from", "latest", "--follow"])
+        .env("FRESHET_ENDPOINT", cluster.brokers[0].endpoint())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
     // Split a shard at its middle; once the children lead, the parent shows CLOSED.
     let (ok, _, err) = freshet(&cluster, &["stream", "split", "cli", "shardId-000000000000"], None);
     assert!(ok, "{err}");
@@ -76,6 +85,29 @@ async fn put_lines_then_read_them_back() {
         assert!(start.elapsed() < std::time::Duration::from_secs(60), "split never completed:\n{out}");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+    let lines: String = (0..40).map(|i| format!("after-split-{i}\n")).collect();
+    let (ok, _, err) = freshet(&cluster, &["put", "cli"], Some(&lines));
+    assert!(ok, "{err}");
+    let client = cluster.any_client();
+    let read = freshet_tests::read_all(&client, "cli").await;
+    let in_children: Vec<String> = ["shardId-000000000002", "shardId-000000000003"]
+        .iter()
+        .flat_map(|s| read[*s].iter().map(|r| String::from_utf8_lossy(&r.data).to_string()))
+        .collect();
+    assert!(!in_children.is_empty());
+    let stdout = follow.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stdout).lines().map_while(Result::ok).collect::<Vec<_>>()
+    });
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    follow.kill().unwrap();
+    follow.wait().unwrap();
+    let mut followed = reader.join().unwrap();
+    let mut expected = in_children.clone();
+    followed.sort();
+    expected.sort();
+    assert_eq!(followed, expected, "--follow goes on into the children");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

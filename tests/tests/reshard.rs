@@ -116,6 +116,33 @@ async fn a_split_under_load_loses_and_reorders_nothing() {
         ]
     );
 
+    // A subscription to the parent delivers its records, names the children in its last
+    // event, and ends.
+    let mut events = client
+        .api
+        .clone()
+        .subscribe(pb::SubscribeRequest {
+            stream_name: "orders".into(),
+            shard_id: "shardId-000000000000".into(),
+            iterator_type: pb::IteratorType::TrimHorizon as i32,
+            starting_sequence_number: None,
+            timestamp_ms: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut pushed = 0;
+    let mut named = Vec::new();
+    while let Some(event) =
+        tokio::time::timeout(Duration::from_secs(10), events.message()).await.unwrap().unwrap()
+    {
+        pushed += event.records.len();
+        named.extend(event.child_shards.into_iter().map(|c| c.shard_id));
+    }
+    let in_parent = freshet_tests::read_all(&client, "orders").await["shardId-000000000000"].len();
+    assert_eq!(pushed, in_parent, "every record of the parent, then the end");
+    assert_eq!(named, ["shardId-000000000002", "shardId-000000000003"]);
+
     // A shard that was split cannot be split again.
     let err = client
         .api

@@ -406,18 +406,24 @@ async fn read(
         }
         return Ok(());
     }
-    let mut tasks = tokio::task::JoinSet::new();
-    for shard in shards {
+    // Each subscription ends when its shard was closed by a reshard and has been read to
+    // its end; its children are followed from their start once all their parents ended,
+    // so that each key's records come out in order.
+    let subscribe = |tasks: &mut tokio::task::JoinSet<anyhow::Result<(String, Vec<pb::ChildShard>)>>,
+                     shard: String,
+                     kind: pb::IteratorType,
+                     seq: Option<String>| {
         let mut api = client.api.clone();
         let req = pb::SubscribeRequest {
             stream_name: stream.to_string(),
             shard_id: shard.clone(),
             iterator_type: kind as i32,
-            starting_sequence_number: seq.clone(),
+            starting_sequence_number: seq,
             timestamp_ms: ts,
         };
         tasks.spawn(async move {
             let mut events = api.subscribe(req).await?.into_inner();
+            let mut children = Vec::new();
             while let Some(event) = events.message().await? {
                 let stdout = std::io::stdout();
                 let mut out = stdout.lock();
@@ -425,12 +431,30 @@ async fn read(
                     print_record(&mut out, &shard, r, verbose)?;
                 }
                 out.flush()?;
+                children.extend(event.child_shards);
             }
-            anyhow::Ok(())
+            anyhow::Ok((shard, children))
         });
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut started: std::collections::HashSet<String> = shards.iter().cloned().collect();
+    let mut ended: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut waiting: Vec<pb::ChildShard> = Vec::new();
+    for shard in shards {
+        subscribe(&mut tasks, shard, kind, seq.clone());
     }
     while let Some(done) = tasks.join_next().await {
-        done??;
+        let (shard, children) = done??;
+        ended.insert(shard);
+        waiting.extend(children.into_iter().filter(|c| !started.contains(&c.shard_id)));
+        let (ready, later): (Vec<_>, Vec<_>) =
+            waiting.drain(..).partition(|c| c.parent_shards.iter().all(|p| ended.contains(p)));
+        waiting = later;
+        for child in ready {
+            if started.insert(child.shard_id.clone()) {
+                subscribe(&mut tasks, child.shard_id, pb::IteratorType::TrimHorizon, None);
+            }
+        }
     }
     Ok(())
 }
