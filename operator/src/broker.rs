@@ -63,10 +63,21 @@ impl Admin {
                     open: open
                         .iter()
                         .filter_map(|s| {
+                            // Only a leader measures its shard's writes; followers report 0.
+                            let (bytes, records) = status
+                                .groups
+                                .iter()
+                                .filter(|g| g.stream_name == name && g.shard_id == s.shard_id)
+                                .flat_map(|g| &g.replicas)
+                                .fold((0, 0), |(b, r), x| {
+                                    (b.max(x.write_bytes_per_second), r.max(x.write_records_per_second))
+                                });
                             Some(crate::reshard::OpenShard {
                                 shard_id: s.shard_id.clone(),
                                 start: s.starting_hash_key.parse().ok()?,
                                 end: s.ending_hash_key.parse().ok()?,
+                                bytes_per_second: bytes,
+                                records_per_second: records,
                             })
                         })
                         .collect(),

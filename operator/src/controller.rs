@@ -396,9 +396,9 @@ async fn reshard_step(
         ctx.event(stream, EventType::Normal, "ShardSplit", note.clone()).await;
         return Ok(Some(Phase::Progressing { reason: "Resharding", message: note }));
     }
-    let Some((a, b)) = crate::reshard::next_merge(&observed.open, plan.shards) else {
+    if observed.open_shards <= plan.shards {
         return Ok(None);
-    };
+    }
     let since = *ctx.fewer_since.lock().expect("lock").entry(key).or_insert_with(std::time::Instant::now);
     let window = ctx.settings.merge_stabilization;
     if since.elapsed() < window {
@@ -409,6 +409,16 @@ async fn reshard_step(
         );
         return Ok(Some(Phase::Progressing { reason: "MergeStabilizing", message }));
     }
+    let Some((a, b)) = crate::reshard::next_merge(&observed.open, plan.shards) else {
+        let message = format!(
+            "{} shards declared, {} open: no adjacent pair's writes would fit one shard (at most {} B/s and {} records/s), so none merges",
+            plan.shards,
+            observed.open_shards,
+            crate::reshard::MERGE_MAX_BYTES_PER_SECOND,
+            crate::reshard::MERGE_MAX_RECORDS_PER_SECOND
+        );
+        return Ok(Some(Phase::Progressing { reason: "MergeHeldByLoad", message }));
+    };
     admin.merge(&plan.name, &a, &b).await.map_err(broker)?;
     let note = format!("merging {a} and {b} ({} of {} shards open)", observed.open_shards, plan.shards);
     ctx.event(stream, EventType::Normal, "ShardsMerged", note.clone()).await;

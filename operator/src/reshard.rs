@@ -5,13 +5,21 @@
 //! covering the least of the hash-key space, so that doubling or halving the count gives
 //! the uniform ranges Kinesis' UNIFORM_SCALING would.
 
-/// An open shard as the brokers describe it: id and inclusive hash-key range.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An open shard as the brokers describe it: id, inclusive hash-key range, and the write
+/// rate its leader measured.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OpenShard {
     pub shard_id: String,
     pub start: u128,
     pub end: u128,
+    pub bytes_per_second: u64,
+    pub records_per_second: u64,
 }
+
+/// A merged shard must take its parents' combined writes with room to spare: at most 80%
+/// of Kinesis' per-shard write capacity (1 MiB/s, 1,000 records/s).
+pub const MERGE_MAX_BYTES_PER_SECOND: u64 = (1 << 20) * 8 / 10;
+pub const MERGE_MAX_RECORDS_PER_SECOND: u64 = 800;
 
 /// The next split to make, as `(shard id, new starting hash key)`, or None when there are
 /// enough open shards (or none can be split: a range of one hash key).
@@ -27,7 +35,8 @@ pub fn next_split(open: &[OpenShard], declared: u32) -> Option<(String, u128)> {
 }
 
 /// The next merge to make, as `(shard to merge, adjacent shard)`, or None when there are
-/// no more open shards than declared.
+/// no more open shards than declared, or when no adjacent pair's measured load would fit
+/// one shard (the open shards' load is never squeezed below their capacity).
 pub fn next_merge(open: &[OpenShard], declared: u32) -> Option<(String, String)> {
     if open.len() <= declared.max(1) as usize {
         return None;
@@ -37,6 +46,10 @@ pub fn next_merge(open: &[OpenShard], declared: u32) -> Option<(String, String)>
     sorted
         .windows(2)
         .filter(|w| w[0].end.checked_add(1) == Some(w[1].start))
+        .filter(|w| {
+            w[0].bytes_per_second + w[1].bytes_per_second <= MERGE_MAX_BYTES_PER_SECOND
+                && w[0].records_per_second + w[1].records_per_second <= MERGE_MAX_RECORDS_PER_SECOND
+        })
         .min_by_key(|w| (w[1].end - w[0].start, w[0].start))
         .map(|w| (w[0].shard_id.clone(), w[1].shard_id.clone()))
 }
@@ -52,6 +65,7 @@ mod tests {
                 shard_id: format!("shardId-{i:012}"),
                 start: u128::from(i) * h,
                 end: if i == n - 1 { u128::MAX } else { u128::from(i + 1) * h - 1 },
+                ..Default::default()
             })
             .collect()
     }
@@ -80,7 +94,12 @@ mod tests {
             let i = open.iter().position(|s| s.shard_id == id).unwrap();
             let parent = open.remove(i);
             for (start, end) in [(parent.start, at - 1), (at, parent.end)] {
-                open.push(OpenShard { shard_id: format!("shardId-{next:012}"), start, end });
+                open.push(OpenShard {
+                    shard_id: format!("shardId-{next:012}"),
+                    start,
+                    end,
+                    ..Default::default()
+                });
                 next += 1;
             }
         }
@@ -102,7 +121,12 @@ mod tests {
             assert_eq!(open[first].end + 1, open[second].start, "adjacent, lower first");
             let (start, end) = (open[first].start, open[second].end);
             open.retain(|s| s.shard_id != a && s.shard_id != b);
-            open.push(OpenShard { shard_id: format!("shardId-{next:012}"), start, end });
+            open.push(OpenShard {
+                shard_id: format!("shardId-{next:012}"),
+                start,
+                end,
+                ..Default::default()
+            });
             next += 1;
         }
         open.sort_by_key(|s| s.start);
@@ -113,8 +137,30 @@ mod tests {
     }
 
     #[test]
+    fn pairs_too_busy_for_one_shard_are_not_merged() {
+        let mut open = even(4);
+        // 0+1 and 1+2 would carry 900 KB/s; 2+3 500 KB/s and 600 records/s: only 2+3 fits.
+        open[0].bytes_per_second = 500_000;
+        open[1].bytes_per_second = 400_000;
+        open[2].bytes_per_second = 500_000;
+        open[2].records_per_second = 300;
+        open[3].records_per_second = 300;
+        assert_eq!(
+            next_merge(&open, 2),
+            Some(("shardId-000000000002".to_string(), "shardId-000000000003".to_string()))
+        );
+        open[3].records_per_second = 600;
+        assert_eq!(next_merge(&open, 2), None, "no pair fits: the count stays above the declared one");
+    }
+
+    #[test]
     fn a_one_key_shard_cannot_be_split() {
-        let one = vec![OpenShard { shard_id: "shardId-000000000000".into(), start: 5, end: 5 }];
+        let one = vec![OpenShard {
+            shard_id: "shardId-000000000000".into(),
+            start: 5,
+            end: 5,
+            ..Default::default()
+        }];
         assert_eq!(next_split(&one, 2), None);
     }
 }

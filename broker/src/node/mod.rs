@@ -595,27 +595,35 @@ impl Node {
     /// This node's view of every group it holds a replica of.
     pub fn local_status(&self) -> Vec<pb::GroupStatus> {
         let mut out = Vec::new();
-        let mut push =
-            |group: GroupId, stream: String, shard_id: String, m: openraft::RaftMetrics<TypeConfig>| {
-                out.push(pb::GroupStatus {
-                    stream_name: stream,
-                    shard_id,
-                    group_id: group,
-                    leader: m.current_leader,
-                    replicas: vec![pb::ReplicaStatus {
-                        node: self.id,
-                        state: format!("{:?}", m.state),
-                        applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
-                        committed_index: m.local_committed.map(|l| l.index).unwrap_or(0),
-                        last_log_index: m.last_log_index.unwrap_or(0),
-                        term: m.current_term,
-                    }],
-                });
-            };
-        push(META_GROUP, String::new(), String::new(), self.meta.metrics().borrow_watched().clone());
+        let mut push = |group: GroupId,
+                        stream: String,
+                        shard_id: String,
+                        m: openraft::RaftMetrics<TypeConfig>,
+                        rate: crate::shard::load::Rate| {
+            out.push(pb::GroupStatus {
+                stream_name: stream,
+                shard_id,
+                group_id: group,
+                leader: m.current_leader,
+                replicas: vec![pb::ReplicaStatus {
+                    node: self.id,
+                    state: format!("{:?}", m.state),
+                    applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
+                    committed_index: m.local_committed.map(|l| l.index).unwrap_or(0),
+                    last_log_index: m.last_log_index.unwrap_or(0),
+                    term: m.current_term,
+                    write_bytes_per_second: rate.bytes_per_second,
+                    write_records_per_second: rate.records_per_second,
+                }],
+            });
+        };
+        let meta = self.meta.metrics().borrow_watched().clone();
+        push(META_GROUP, String::new(), String::new(), meta, Default::default());
+        let now = std::time::Instant::now();
         for r in self.local_shards() {
             let m = r.raft.metrics().borrow_watched().clone();
-            push(r.group, r.stream.clone(), crate::meta::shard_id(r.shard_index), m);
+            let rate = if r.raft.is_leader() { r.load.rate(now) } else { Default::default() };
+            push(r.group, r.stream.clone(), crate::meta::shard_id(r.shard_index), m, rate);
         }
         let failed = self.failed.lock().expect("lock").clone();
         for (group, reason) in failed {

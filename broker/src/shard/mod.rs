@@ -1,6 +1,7 @@
 //! One shard replica: its Raft group (log in the node's RocksDB, state machine, network),
 //! the leader-side writer, and the record reader.
 
+pub mod load;
 pub mod reader;
 pub mod state_machine;
 pub mod writer;
@@ -36,6 +37,8 @@ pub struct ShardReplica {
     pub shared: Arc<ShardShared>,
     pub writer: mpsc::Sender<writer::WriteRequest>,
     pub limits: watch::Sender<ShardLimits>,
+    /// What this replica wrote while leading.
+    pub load: Arc<load::Load>,
 }
 
 impl ShardReplica {
@@ -59,7 +62,8 @@ impl ShardReplica {
         )
         .await?;
         let (limits_tx, limits_rx) = watch::channel(limits);
-        let writer = writer::spawn(raft.clone(), limits, limits_rx);
-        Ok(ShardReplica { group, stream, shard_index, raft, shared, writer, limits: limits_tx })
+        let load = Arc::new(load::Load::new(std::time::Instant::now()));
+        let writer = writer::spawn(raft.clone(), limits, limits_rx, load.clone());
+        Ok(ShardReplica { group, stream, shard_index, raft, shared, writer, limits: limits_tx, load })
     }
 }

@@ -1,6 +1,7 @@
 //! The leader-side write path of one shard: admits records against the shard's limits
 //! and turns concurrent requests into one Raft entry (group commit).
 
+use super::load::Load;
 use super::ShardRaft;
 use crate::error::{Error, ErrorKind};
 use crate::limits::{ShardLimits, WriteMeter};
@@ -55,9 +56,10 @@ pub fn spawn(
     raft: ShardRaft,
     limits: ShardLimits,
     limits_rx: tokio::sync::watch::Receiver<ShardLimits>,
+    load: Arc<Load>,
 ) -> mpsc::Sender<WriteRequest> {
     let (tx, rx) = mpsc::channel(1024);
-    tokio::spawn(run(raft, limits, limits_rx, rx));
+    tokio::spawn(run(raft, limits, limits_rx, rx, load));
     tx
 }
 
@@ -66,6 +68,7 @@ async fn run(
     limits: ShardLimits,
     mut limits_rx: tokio::sync::watch::Receiver<ShardLimits>,
     mut rx: mpsc::Receiver<WriteRequest>,
+    load: Arc<Load>,
 ) {
     let mut meter = WriteMeter::new(limits);
     let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
@@ -122,6 +125,9 @@ async fn run(
             pending.push((req.reply, slots));
         }
         let raft = raft.clone();
+        let load = load.clone();
+        let (batch_bytes, batch_records) =
+            (batch.iter().map(|r| r.metered_size() as u64).sum::<u64>(), batch.len() as u64);
         tokio::spawn(async move {
             let _permit = permit;
             let result = if batch.is_empty() {
@@ -130,6 +136,9 @@ async fn run(
                 let cmd = Command::Append(RecordBatch { arrival_ms: crate::now_ms(), records: batch });
                 propose(&raft, cmd).await.map(Some)
             };
+            if matches!(result, Ok(Some(_))) {
+                load.record(batch_bytes, batch_records, Instant::now());
+            }
             for (reply, slots) in pending {
                 let answer = match &result {
                     Err(WriteRejection::Closed) => Ok(slots.iter().map(|_| RecordOutcome::Closed).collect()),
