@@ -211,3 +211,65 @@ async fn a_merge_under_load_loses_and_reorders_nothing() {
         .unwrap_err();
     assert!(err.message().contains("already been merged or split"), "{err:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_survives_sigkill_of_the_parents_leader_midway() {
+    split_through_a_crash(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_survives_sigkill_of_every_node_midway() {
+    split_through_a_crash(true).await;
+}
+
+/// Splits under load and SIGKILLs the parent's leader (or every node) right after the
+/// split was accepted: the split completes after the restart and nothing acknowledged is
+/// lost or reordered.
+async fn split_through_a_crash(every_node: bool) {
+    let mut cluster = Cluster::start(3).await;
+    cluster.create_stream("orders", 1, unlimited()).await;
+    let leader = cluster.wait_leaders("orders").await["shardId-000000000000"];
+    let endpoints: Vec<String> = cluster.brokers.iter().map(|b| b.endpoint()).collect();
+    let ledger = Arc::new(Ledger::default());
+    let producers: Vec<_> = (0..4)
+        .map(|p| tokio::spawn(produce(endpoints.clone(), "orders".into(), p, 10, 1_000_000, ledger.clone())))
+        .collect();
+    wait_acked(&ledger, 500).await;
+    let other = (1..=3).find(|n| *n != leader).unwrap();
+    let client = cluster.client(other);
+    client
+        .api
+        .clone()
+        .split_shard(pb::SplitShardRequest {
+            stream_name: "orders".into(),
+            shard_to_split: "shardId-000000000000".into(),
+            new_starting_hash_key: (1u128 << 127).to_string(),
+        })
+        .await
+        .expect("split");
+    // The parent's leader dies while the children are starting or the parent is closing.
+    let victims: Vec<u64> = if every_node { vec![1, 2, 3] } else { vec![leader] };
+    for id in &victims {
+        cluster.kill(*id);
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    for id in &victims {
+        cluster.start_node(*id);
+    }
+    cluster.wait_ready().await;
+    let t0 = Instant::now();
+    loop {
+        let d = client.describe("orders").await.unwrap();
+        if d.status == "ACTIVE" {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "split never completed after the crash: {d:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let acked = ledger.acked.load(Ordering::Relaxed);
+    wait_acked(&ledger, acked + 500).await;
+    stop_and_verify(&cluster, &client, "orders", &ledger, producers, 0).await;
+    let d = client.describe("orders").await.unwrap();
+    assert_eq!(d.shards.len(), 3);
+    assert!(d.shards[0].ending_sequence_number.is_some());
+}
