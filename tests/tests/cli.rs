@@ -96,14 +96,30 @@ async fn put_lines_then_read_them_back() {
         .collect();
     assert!(!in_children.is_empty());
     let stdout = follow.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
         use std::io::BufRead;
-        std::io::BufReader::new(stdout).lines().map_while(Result::ok).collect::<Vec<_>>()
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
     });
-    std::thread::sleep(std::time::Duration::from_secs(2));
+    let mut followed = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while followed.len() < in_children.len() {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => followed.push(line),
+            Err(_) => break,
+        }
+    }
+    // Nothing more (no record twice).
+    while let Ok(line) = rx.recv_timeout(std::time::Duration::from_millis(300)) {
+        followed.push(line);
+    }
     follow.kill().unwrap();
     follow.wait().unwrap();
-    let mut followed = reader.join().unwrap();
     let mut expected = in_children.clone();
     followed.sort();
     expected.sort();
