@@ -70,6 +70,12 @@ mod tests {
             .collect()
     }
 
+    /// What the brokers would open for a reshard: the next shard index over `start..=end`.
+    fn push_child(open: &mut Vec<OpenShard>, next: &mut u32, start: u128, end: u128) {
+        open.push(OpenShard { shard_id: format!("shardId-{next:012}"), start, end, ..Default::default() });
+        *next += 1;
+    }
+
     #[test]
     fn nothing_to_split_when_enough_are_open() {
         assert_eq!(next_split(&even(4), 4), None);
@@ -94,13 +100,7 @@ mod tests {
             let i = open.iter().position(|s| s.shard_id == id).unwrap();
             let parent = open.remove(i);
             for (start, end) in [(parent.start, at - 1), (at, parent.end)] {
-                open.push(OpenShard {
-                    shard_id: format!("shardId-{next:012}"),
-                    start,
-                    end,
-                    ..Default::default()
-                });
-                next += 1;
+                push_child(&mut open, &mut next, start, end);
             }
         }
         assert_eq!(open.len(), 4);
@@ -121,13 +121,7 @@ mod tests {
             assert_eq!(open[first].end + 1, open[second].start, "adjacent, lower first");
             let (start, end) = (open[first].start, open[second].end);
             open.retain(|s| s.shard_id != a && s.shard_id != b);
-            open.push(OpenShard {
-                shard_id: format!("shardId-{next:012}"),
-                start,
-                end,
-                ..Default::default()
-            });
-            next += 1;
+            push_child(&mut open, &mut next, start, end);
         }
         open.sort_by_key(|s| s.start);
         assert_eq!(open.len(), 2);

@@ -20,17 +20,40 @@ async fn wait_acked(ledger: &Ledger, at_least: usize) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_split_under_load_loses_and_reorders_nothing() {
+/// A 3-node cluster with stream "orders" of `shards` shards and 4 producers writing to it,
+/// once `acked` records have been acknowledged.
+async fn loaded_cluster(
+    shards: u32,
+    acked: usize,
+) -> (Cluster, Arc<Ledger>, Vec<tokio::task::JoinHandle<()>>) {
     let cluster = Cluster::start(3).await;
-    cluster.create_stream("orders", 2, unlimited()).await;
+    cluster.create_stream("orders", shards, unlimited()).await;
     cluster.wait_leaders("orders").await;
     let endpoints: Vec<String> = cluster.brokers.iter().map(|b| b.endpoint()).collect();
     let ledger = Arc::new(Ledger::default());
-    let producers: Vec<_> = (0..4)
+    let producers = (0..4)
         .map(|p| tokio::spawn(produce(endpoints.clone(), "orders".into(), p, 10, 1_000_000, ledger.clone())))
         .collect();
-    wait_acked(&ledger, 1_000).await;
+    wait_acked(&ledger, acked).await;
+    (cluster, ledger, producers)
+}
+
+/// Waits for the reshard to finish (the stream ACTIVE again).
+async fn wait_active(client: &freshet_broker::client::Client) {
+    let t0 = Instant::now();
+    loop {
+        let d = client.describe("orders").await.unwrap();
+        if d.status == "ACTIVE" {
+            return;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "the reshard never completed: {d:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_under_load_loses_and_reorders_nothing() {
+    let (cluster, ledger, producers) = loaded_cluster(2, 1_000).await;
 
     let client = cluster.any_client();
     let parent = client.describe("orders").await.unwrap().shards[0].clone();
@@ -48,15 +71,7 @@ async fn a_split_under_load_loses_and_reorders_nothing() {
         .await
         .expect("split");
     assert_eq!(client.describe("orders").await.unwrap().status, "UPDATING");
-    let t0 = Instant::now();
-    loop {
-        let d = client.describe("orders").await.unwrap();
-        if d.status == "ACTIVE" {
-            break;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(60), "split never completed: {d:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_active(&client).await;
     // Writes go on, now into the children.
     let acked = ledger.acked.load(Ordering::Relaxed);
     wait_acked(&ledger, acked + 1_000).await;
@@ -159,15 +174,7 @@ async fn a_split_under_load_loses_and_reorders_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_merge_under_load_loses_and_reorders_nothing() {
-    let cluster = Cluster::start(3).await;
-    cluster.create_stream("orders", 2, unlimited()).await;
-    cluster.wait_leaders("orders").await;
-    let endpoints: Vec<String> = cluster.brokers.iter().map(|b| b.endpoint()).collect();
-    let ledger = Arc::new(Ledger::default());
-    let producers: Vec<_> = (0..4)
-        .map(|p| tokio::spawn(produce(endpoints.clone(), "orders".into(), p, 10, 1_000_000, ledger.clone())))
-        .collect();
-    wait_acked(&ledger, 1_000).await;
+    let (cluster, ledger, producers) = loaded_cluster(2, 1_000).await;
 
     let client = cluster.any_client();
     let merge = |a: &str, b: &str| pb::MergeShardsRequest {
@@ -181,11 +188,7 @@ async fn a_merge_under_load_loses_and_reorders_nothing() {
         .merge_shards(merge("shardId-000000000001", "shardId-000000000000"))
         .await
         .expect("merge");
-    let t0 = Instant::now();
-    while client.describe("orders").await.unwrap().status != "ACTIVE" {
-        assert!(t0.elapsed() < Duration::from_secs(60), "merge never completed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_active(&client).await;
     let acked = ledger.acked.load(Ordering::Relaxed);
     wait_acked(&ledger, acked + 1_000).await;
     stop_and_verify(&cluster, &client, "orders", &ledger, producers, 0).await;
@@ -226,15 +229,8 @@ async fn a_split_survives_sigkill_of_every_node_midway() {
 /// split was accepted: the split completes after the restart and nothing acknowledged is
 /// lost or reordered.
 async fn split_through_a_crash(every_node: bool) {
-    let mut cluster = Cluster::start(3).await;
-    cluster.create_stream("orders", 1, unlimited()).await;
+    let (mut cluster, ledger, producers) = loaded_cluster(1, 500).await;
     let leader = cluster.wait_leaders("orders").await["shardId-000000000000"];
-    let endpoints: Vec<String> = cluster.brokers.iter().map(|b| b.endpoint()).collect();
-    let ledger = Arc::new(Ledger::default());
-    let producers: Vec<_> = (0..4)
-        .map(|p| tokio::spawn(produce(endpoints.clone(), "orders".into(), p, 10, 1_000_000, ledger.clone())))
-        .collect();
-    wait_acked(&ledger, 500).await;
     let other = (1..=3).find(|n| *n != leader).unwrap();
     let client = cluster.client(other);
     client
@@ -257,15 +253,7 @@ async fn split_through_a_crash(every_node: bool) {
         cluster.start_node(*id);
     }
     cluster.wait_ready().await;
-    let t0 = Instant::now();
-    loop {
-        let d = client.describe("orders").await.unwrap();
-        if d.status == "ACTIVE" {
-            break;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(60), "split never completed after the crash: {d:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_active(&client).await;
     let acked = ledger.acked.load(Ordering::Relaxed);
     wait_acked(&ledger, acked + 500).await;
     stop_and_verify(&cluster, &client, "orders", &ledger, producers, 0).await;

@@ -4,43 +4,22 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::iterator::ShardIterator;
 use crate::limits::{self, ShardLimits};
 use crate::meta::{parse_shard_id, shard_id, MetaCommand, ShardMeta, StreamMeta};
-use crate::node::{Node, ShardPiece, Target, MAX_HOPS};
+use crate::node::{Node, Target, MAX_HOPS};
 use crate::pb::{self, IteratorType};
-use crate::raft::RecordInput;
 use crate::sequence::SequenceNumber;
 use crate::shard::reader::{Page, Position, ReadLimits};
-use crate::shard::writer::RecordOutcome;
 use crate::shard::ShardReplica;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+mod reshard;
+mod write;
+
+use reshard::child_shards;
+
 const HOPS: &str = "x-freshet-hops";
-
-/// Every hash key has an open shard: no reshard child waits on a parent that has already
-/// closed.
-fn routable(stream: &StreamMeta) -> bool {
-    let closed = |i: &u32| stream.shard(*i).is_some_and(|p| p.ending_sequence_number.is_some());
-    !stream.shards.iter().any(|s| s.pending && s.parents.iter().any(closed))
-}
-
-/// The shards made from `index` (named at the end of a closed shard).
-fn child_shards(stream: &StreamMeta, index: u32) -> Vec<pb::ChildShard> {
-    stream
-        .children_of(index)
-        .map(|c| pb::ChildShard {
-            shard_id: c.shard_id(),
-            parent_shards: c.parents.iter().map(|p| shard_id(*p)).collect(),
-            starting_hash_key: c.range.start.to_string(),
-            ending_hash_key: c.range.end.to_string(),
-        })
-        .collect()
-}
-
-/// How long a write waits for a reshard's parent to close before answering "retry".
-const RESHARD_WAIT: Duration = Duration::from_secs(10);
 
 pub struct Api {
     node: Arc<Node>,
@@ -63,25 +42,6 @@ impl Api {
             .meta_view
             .read(|m| m.streams.get(name).cloned())
             .ok_or_else(|| Error::stream_not_found(name))
-    }
-
-    /// The stream's metadata once every shard of `groups` shows as closed and every key is
-    /// routable again (a merge's child opens only when both parents have closed), or as it
-    /// is at `deadline`.
-    async fn stream_after_close(
-        &self,
-        name: &str,
-        groups: &[u64],
-        deadline: tokio::time::Instant,
-    ) -> Result<StreamMeta> {
-        loop {
-            let stream = self.stream(name).await?;
-            let closed = |g: &u64| stream.shards.iter().any(|s| s.group_id == *g && !s.is_open());
-            if (groups.iter().all(closed) && routable(&stream)) || tokio::time::Instant::now() >= deadline {
-                return Ok(stream);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
     }
 
     /// The iterator-signing key. A node whose metadata has not caught up yet (or a cluster
@@ -136,17 +96,6 @@ fn to_pb(r: crate::shard::reader::StoredRecord) -> pb::Record {
         data: r.data,
         approximate_arrival_timestamp_ms: r.arrival_ms,
     }
-}
-
-fn throttled(shard: &ShardMeta, stream: &str) -> Error {
-    Error::new(
-        ErrorKind::ProvisionedThroughputExceeded,
-        format!(
-            "Rate exceeded for shard {} in stream {stream} under account {}.",
-            shard.shard_id(),
-            crate::ACCOUNT_ID
-        ),
-    )
 }
 
 /// Where an iterator request starts, resolved on a replica of the shard.
@@ -329,24 +278,7 @@ impl pb::freshet_server::Freshet for Api {
         &self,
         req: Request<pb::SplitShardRequest>,
     ) -> Result<Response<pb::SplitShardResponse>, Status> {
-        let r = req.into_inner();
-        let stream = self.stream(&r.stream_name).await?;
-        let shard_index = shard_of(&stream, &r.shard_to_split)?.index;
-        let key = crate::hashkey::parse_explicit_hash_key(&r.new_starting_hash_key).map_err(|_| {
-            Error::validation(format!(
-                "1 validation error detected: Value '{}' at 'newStartingHashKey' failed to satisfy constraint: Member must satisfy regular expression pattern: 0|([1-9]\\d{{0,38}})",
-                r.new_starting_hash_key
-            ))
-        })?;
-        let nodes = self.node.voters();
-        self.node
-            .meta_write(MetaCommand::SplitShard {
-                stream: stream.name.clone(),
-                shard_index,
-                new_starting_hash_key: key,
-                nodes,
-            })
-            .await?;
+        self.split(req.into_inner()).await?;
         Ok(Response::new(pb::SplitShardResponse {}))
     }
 
@@ -354,19 +286,7 @@ impl pb::freshet_server::Freshet for Api {
         &self,
         req: Request<pb::MergeShardsRequest>,
     ) -> Result<Response<pb::MergeShardsResponse>, Status> {
-        let r = req.into_inner();
-        let stream = self.stream(&r.stream_name).await?;
-        let shard_index = shard_of(&stream, &r.shard_to_merge)?.index;
-        let adjacent_index = shard_of(&stream, &r.adjacent_shard_to_merge)?.index;
-        let nodes = self.node.voters();
-        self.node
-            .meta_write(MetaCommand::MergeShards {
-                stream: stream.name.clone(),
-                shard_index,
-                adjacent_index,
-                nodes,
-            })
-            .await?;
+        self.merge(req.into_inner()).await?;
         Ok(Response::new(pb::MergeShardsResponse {}))
     }
 
@@ -446,85 +366,7 @@ impl pb::freshet_server::Freshet for Api {
                 crate::hashkey::parse_explicit_hash_key(k)?;
             }
         }
-        let n = r.records.len();
-        let mut results = vec![pb::PutRecordsResult::default(); n];
-        let mut failed = 0u32;
-        // Records still to write, by position in the request. A shard closed by a reshard
-        // refuses its records whole; they are routed again, to its children, once the
-        // metadata shows it closed.
-        let mut todo: Vec<(usize, RecordInput, Option<String>)> = r
-            .records
-            .into_iter()
-            .enumerate()
-            .map(|(i, e)| {
-                (i, RecordInput { partition_key: e.partition_key, data: e.data }, e.explicit_hash_key)
-            })
-            .collect();
-        let deadline = tokio::time::Instant::now() + RESHARD_WAIT;
-        let mut stream = if routable(&stream) {
-            stream
-        } else {
-            self.stream_after_close(&stream.name, &[], deadline).await?
-        };
-        while !todo.is_empty() {
-            let inputs = todo.iter().map(|(_, rec, key)| (rec.clone(), key.clone())).collect();
-            let batches = crate::router::plan(&stream, inputs)?;
-            let (targets, pieces): (Vec<_>, Vec<_>) = batches
-                .into_iter()
-                .map(|b| {
-                    let piece = ShardPiece {
-                        group: b.shard.group_id,
-                        replicas: b.shard.replicas.clone(),
-                        records: b.records,
-                    };
-                    ((b.shard, b.positions), piece)
-                })
-                .unzip();
-            let outcomes = self.node.write_pieces(pieces, 0).await;
-            let mut again = Vec::new();
-            let mut closed_groups = Vec::new();
-            for ((shard, positions), outcome) in targets.into_iter().zip(outcomes) {
-                for (i, pos) in positions.into_iter().enumerate() {
-                    let slot = &mut results[todo[pos].0];
-                    match outcome.as_ref().map(|o| &o[i]) {
-                        Ok(RecordOutcome::Written { log_index, position }) => {
-                            slot.shard_id = shard.shard_id();
-                            slot.sequence_number =
-                                SequenceNumber::new(shard.epoch, *log_index, *position).to_string();
-                        }
-                        Ok(RecordOutcome::Throttled) => {
-                            failed += 1;
-                            slot.error_code = ErrorKind::ProvisionedThroughputExceeded.kinesis_type().into();
-                            slot.error_message = throttled(shard, &stream.name).message;
-                        }
-                        Ok(RecordOutcome::Closed) if tokio::time::Instant::now() < deadline => {
-                            again.push(pos);
-                            closed_groups.push(shard.group_id);
-                        }
-                        Ok(RecordOutcome::Closed) => {
-                            failed += 1;
-                            slot.error_code = ErrorKind::Unavailable.kinesis_type().into();
-                            slot.error_message = format!("{} is being resharded; retry", shard.shard_id());
-                        }
-                        Ok(RecordOutcome::Failed(e)) | Err(e) => {
-                            failed += 1;
-                            slot.error_code = "InternalFailure".into();
-                            slot.error_message = e.message.clone();
-                        }
-                    }
-                }
-            }
-            let mut keep = vec![false; todo.len()];
-            for pos in again {
-                keep[pos] = true;
-            }
-            let mut k = keep.into_iter();
-            todo.retain(|_| k.next().unwrap_or(false));
-            if !todo.is_empty() {
-                stream = self.stream_after_close(&stream.name, &closed_groups, deadline).await?;
-            }
-        }
-        Ok(Response::new(pb::PutRecordsResponse { failed_record_count: failed, records: results }))
+        Ok(Response::new(self.write(stream, r.records).await?))
     }
 
     async fn get_shard_iterator(

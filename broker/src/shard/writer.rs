@@ -162,22 +162,24 @@ async fn run(
 /// Closes the shard for a reshard (idempotent): returns the index of its `Close` entry,
 /// above every record it holds.
 pub async fn close(raft: &ShardRaft) -> Result<u64, WriteRejection> {
-    match raft.client_write(Command::Close).await {
-        Ok(resp) => match resp.data {
-            Reply::Closed { at } => Ok(at),
-            other => Err(WriteRejection::Failed(Error::internal(format!("unexpected reply {other:?}")))),
-        },
-        Err(e) => Err(WriteRejection::NotLeader { leader: e.forward_to_leader().and_then(|f| f.leader_id) }),
+    match submit(raft, Command::Close).await? {
+        Reply::Closed { at } => Ok(at),
+        other => Err(WriteRejection::Failed(Error::internal(format!("unexpected reply {other:?}")))),
     }
 }
 
 async fn propose(raft: &ShardRaft, cmd: Command) -> Result<u64, WriteRejection> {
+    match submit(raft, cmd).await? {
+        Reply::Appended { log_index, .. } => Ok(log_index),
+        Reply::Closed { .. } => Err(WriteRejection::Closed),
+        other => Err(WriteRejection::Failed(Error::internal(format!("unexpected reply {other:?}")))),
+    }
+}
+
+/// One command through the shard's Raft group, its reply once applied.
+async fn submit(raft: &ShardRaft, cmd: Command) -> Result<Reply, WriteRejection> {
     match raft.client_write(cmd).await {
-        Ok(resp) => match resp.data {
-            Reply::Appended { log_index, .. } => Ok(log_index),
-            Reply::Closed { .. } => Err(WriteRejection::Closed),
-            other => Err(WriteRejection::Failed(Error::internal(format!("unexpected reply {other:?}")))),
-        },
+        Ok(resp) => Ok(resp.data),
         Err(e) => {
             if let Some(fwd) = e.forward_to_leader() {
                 // LogEntryDiscarded also lands here: its outcome is unknown, so the

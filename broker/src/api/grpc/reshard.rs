@@ -1,0 +1,59 @@
+//! Resharding through the API: split and merge requests, and the children named at a
+//! closed shard's end.
+
+use super::{shard_of, Api};
+use crate::error::{Error, Result};
+use crate::meta::{shard_id, MetaCommand, StreamMeta};
+use crate::pb;
+
+/// The shards made from `index` (named at the end of a closed shard).
+pub(super) fn child_shards(stream: &StreamMeta, index: u32) -> Vec<pb::ChildShard> {
+    stream
+        .children_of(index)
+        .map(|c| pb::ChildShard {
+            shard_id: c.shard_id(),
+            parent_shards: c.parents.iter().map(|p| shard_id(*p)).collect(),
+            starting_hash_key: c.range.start.to_string(),
+            ending_hash_key: c.range.end.to_string(),
+        })
+        .collect()
+}
+
+impl Api {
+    pub(super) async fn split(&self, r: pb::SplitShardRequest) -> Result<()> {
+        let stream = self.stream(&r.stream_name).await?;
+        let shard_index = shard_of(&stream, &r.shard_to_split)?.index;
+        let key = crate::hashkey::parse_explicit_hash_key(&r.new_starting_hash_key).map_err(|_| {
+            Error::validation(format!(
+                "1 validation error detected: Value '{}' at 'newStartingHashKey' failed to satisfy constraint: Member must satisfy regular expression pattern: 0|([1-9]\\d{{0,38}})",
+                r.new_starting_hash_key
+            ))
+        })?;
+        let nodes = self.node.voters();
+        self.node
+            .meta_write(MetaCommand::SplitShard {
+                stream: stream.name.clone(),
+                shard_index,
+                new_starting_hash_key: key,
+                nodes,
+            })
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn merge(&self, r: pb::MergeShardsRequest) -> Result<()> {
+        let stream = self.stream(&r.stream_name).await?;
+        let shard_index = shard_of(&stream, &r.shard_to_merge)?.index;
+        let adjacent_index = shard_of(&stream, &r.adjacent_shard_to_merge)?.index;
+        let nodes = self.node.voters();
+        self.node
+            .meta_write(MetaCommand::MergeShards {
+                stream: stream.name.clone(),
+                shard_index,
+                adjacent_index,
+                nodes,
+            })
+            .await?;
+        Ok(())
+    }
+}
