@@ -49,6 +49,7 @@ mod tests {
             replication: 1,
             limits: Default::default(),
             created_ms: 0,
+            scaling: None,
             shards: HashKeyRange::split_evenly(n)
                 .into_iter()
                 .enumerate()

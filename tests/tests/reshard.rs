@@ -1,5 +1,6 @@
 //! Resharding on a live stream: a split closes its parent, opens two children, and loses
-//! or reorders no acknowledged record while producers keep writing.
+//! or reorders no acknowledged record while producers keep writing; so do merges and
+//! UpdateShardCount's rounds of both.
 
 use freshet_broker::client::pb;
 use freshet_tests::workload::{produce, stop_and_verify, Ledger};
@@ -213,6 +214,76 @@ async fn a_merge_under_load_loses_and_reorders_nothing() {
         .await
         .unwrap_err();
     assert!(err.message().contains("already been merged or split"), "{err:?}");
+}
+
+/// The open shards' hash-key ranges, lowest first.
+fn open_ranges(d: &pb::StreamDescription) -> Vec<(u128, u128)> {
+    let mut r: Vec<(u128, u128)> = d
+        .shards
+        .iter()
+        .filter(|s| s.ending_sequence_number.is_none())
+        .map(|s| (s.starting_hash_key.parse().unwrap(), s.ending_hash_key.parse().unwrap()))
+        .collect();
+    r.sort();
+    r
+}
+
+fn even(n: u32) -> Vec<(u128, u128)> {
+    freshet_broker::hashkey::HashKeyRange::split_evenly(n).into_iter().map(|r| (r.start, r.end)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_shard_count_up_and_down_under_load_gives_even_shards_and_loses_nothing() {
+    let (cluster, ledger, producers) = loaded_cluster(3, 1_000).await;
+    let client = cluster.any_client();
+    let update = |target| pb::UpdateShardCountRequest {
+        stream_name: "orders".into(),
+        target_shard_count: target,
+        scaling_type: "UNIFORM_SCALING".into(),
+    };
+
+    // Kinesis' bounds: at most twice, at least half the open shards; the stream unchanged.
+    for (bad, says) in [(7, "scale up over double"), (1, "scale down below half")] {
+        let err = client.api.clone().update_shard_count(update(bad)).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+        assert!(err.message().contains(says), "{err:?}");
+    }
+    let bad_type = pb::UpdateShardCountRequest { scaling_type: "BIGGER".into(), ..update(4) };
+    let err = client.api.clone().update_shard_count(bad_type).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert_eq!(client.describe("orders").await.unwrap().status, "ACTIVE");
+
+    // 3 -> 5 -> 3: neither is a doubling or a halving, so each takes rounds of splits
+    // and merges; the producers keep writing throughout.
+    for (from, to) in [(3, 5), (5, 3)] {
+        let r = client.api.clone().update_shard_count(update(to)).await.expect("update").into_inner();
+        assert_eq!((r.current_shard_count, r.target_shard_count), (from, to));
+        assert_eq!(client.describe("orders").await.unwrap().status, "UPDATING");
+        wait_active(&client).await;
+        let d = client.describe("orders").await.unwrap();
+        assert_eq!(open_ranges(&d), even(to), "{d:?}");
+        let acked = ledger.acked.load(Ordering::Relaxed);
+        wait_acked(&ledger, acked + 500).await;
+    }
+    stop_and_verify(&cluster, &client, "orders", &ledger, producers, 0).await;
+
+    // Every closed shard names where its keys went; every child sorts after its parents.
+    let d = client.describe("orders").await.unwrap();
+    let by_id: std::collections::HashMap<&str, &pb::Shard> =
+        d.shards.iter().map(|s| (s.shard_id.as_str(), s)).collect();
+    for s in &d.shards {
+        for parent in s.parent_shard_id.iter().chain(s.adjacent_parent_shard_id.iter()) {
+            let p = by_id[parent.as_str()];
+            let end = p.ending_sequence_number.as_ref().expect("a parent is closed");
+            assert!(s.starting_sequence_number > *end, "{s:?} after {p:?}");
+        }
+    }
+    let open: Vec<&str> =
+        d.shards.iter().filter(|s| s.ending_sequence_number.is_none()).map(|s| s.shard_id.as_str()).collect();
+    let acks = ledger.acks.lock().unwrap();
+    for id in open {
+        assert!(acks.iter().any(|a| a.shard == id), "no record went to {id}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -290,6 +290,13 @@ impl pb::freshet_server::Freshet for Api {
         Ok(Response::new(pb::MergeShardsResponse {}))
     }
 
+    async fn update_shard_count(
+        &self,
+        req: Request<pb::UpdateShardCountRequest>,
+    ) -> Result<Response<pb::UpdateShardCountResponse>, Status> {
+        Ok(Response::new(self.update_shard_count(req.into_inner()).await?))
+    }
+
     async fn remove_node(
         &self,
         req: Request<pb::RemoveNodeRequest>,

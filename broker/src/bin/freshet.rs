@@ -97,6 +97,16 @@ enum StreamCmd {
         #[arg(long)]
         at: Option<String>,
     },
+    /// Change the number of open shards (Kinesis' UpdateShardCount, UNIFORM_SCALING): from
+    /// half to twice the current count per call; the result has even hash-key ranges.
+    Scale {
+        name: String,
+        /// The open shards wanted.
+        count: u32,
+        /// Return at once instead of waiting for the stream to be ACTIVE again.
+        #[arg(long)]
+        no_wait: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -256,8 +266,51 @@ async fn stream(client: &Client, cmd: StreamCmd) -> anyhow::Result<()> {
             .await?;
             eprintln!("splitting {shard} of {name} at hash key {at}; `freshet stream describe {name}` shows it CLOSED once its children have taken over");
         }
+        StreamCmd::Scale { name, count, no_wait } => {
+            let r = api
+                .update_shard_count(pb::UpdateShardCountRequest {
+                    stream_name: name.clone(),
+                    target_shard_count: count,
+                    scaling_type: "UNIFORM_SCALING".into(),
+                })
+                .await?
+                .into_inner();
+            eprintln!(
+                "scaling {name} from {} to {} open shards",
+                r.current_shard_count, r.target_shard_count
+            );
+            if !no_wait {
+                wait_for_scaling(client, &name, count).await?;
+            }
+        }
     }
     Ok(())
+}
+
+/// Shows the open and closed shards until the stream is ACTIVE again.
+async fn wait_for_scaling(client: &Client, name: &str, target: u32) -> anyhow::Result<()> {
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.enable_steady_tick(Duration::from_millis(120));
+    let start = Instant::now();
+    loop {
+        let d = client.describe(name).await?;
+        let open = d.shards.iter().filter(|s| s.ending_sequence_number.is_none()).count();
+        let closed = d.shards.len() - open;
+        bar.set_message(format!("{}: {open} open shards (target {target}), {closed} closed", d.status));
+        if d.status == "ACTIVE" {
+            bar.finish_and_clear();
+            eprintln!("{name} is ACTIVE with {open} open shards after {:.1}s", start.elapsed().as_secs_f64());
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(600) {
+            bar.finish_and_clear();
+            bail!(
+                "{name} still {} after 600s; see `freshet cluster status` for shards without a leader",
+                d.status
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 fn random_key() -> String {

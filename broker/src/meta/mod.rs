@@ -3,11 +3,12 @@
 //! Held by a Raft group spanning every node (group 0). Every node applies the same
 //! commands in the same order, so each can route any request from its own copy.
 
+pub mod scaling;
 mod state;
 pub mod state_machine;
 
 pub use state::{
-    parse_shard_id, shard_id, MetaCommand, MetaReply, MetaState, ShardMeta, StreamMeta, StreamStatus,
+    parse_shard_id, shard_id, MetaCommand, MetaReply, MetaState, Scaling, ShardMeta, StreamMeta, StreamStatus,
 };
 pub use state_machine::{MetaStateMachine, MetaView};
 

@@ -3,6 +3,7 @@
 use crate::error::{Error, Result};
 use crate::hashkey::HashKeyRange;
 use crate::limits::{self, ShardLimits};
+use crate::meta::scaling::Step;
 use crate::raft::NodeId;
 use crate::sequence::SequenceNumber;
 use serde::{Deserialize, Serialize};
@@ -88,6 +89,18 @@ pub struct StreamMeta {
     pub limits: ShardLimits,
     pub created_ms: i64,
     pub shards: Vec<ShardMeta>,
+    /// An UpdateShardCount under way.
+    pub scaling: Option<Scaling>,
+}
+
+/// An UpdateShardCount under way: rounds of reshards (`scaling::next_round`) go on, each
+/// planned when the previous one has opened its children, until the open shards are
+/// `target` even ranges. The stream stays UPDATING until then.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Scaling {
+    pub target: u32,
+    /// The cluster's nodes when the request was made (placement of every round's children).
+    pub nodes: Vec<NodeId>,
 }
 
 impl StreamMeta {
@@ -179,6 +192,13 @@ pub enum MetaCommand {
         group_id: u64,
         ending_sequence_number: String,
     },
+    /// UpdateShardCount with UNIFORM_SCALING: reshards the stream, in rounds, into
+    /// `target` shards with even hash-key ranges.
+    UpdateShardCount {
+        stream: String,
+        target: u32,
+        nodes: Vec<NodeId>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -245,6 +265,7 @@ impl MetaState {
                         limits,
                         created_ms: now_ms,
                         shards,
+                        scaling: None,
                     },
                 );
             }
@@ -271,28 +292,36 @@ impl MetaState {
                 self.merge(&stream, shard_index, adjacent_index, &nodes)?
             }
             MetaCommand::ShardClosed { group_id, ending_sequence_number } => {
-                for stream in self.streams.values_mut() {
-                    let Some(parent) = stream.shards.iter_mut().find(|s| s.group_id == group_id) else {
-                        continue;
-                    };
-                    if parent.ending_sequence_number.is_none() {
-                        parent.ending_sequence_number = Some(ending_sequence_number.clone());
+                let Some((name, _)) = self.shard_by_group(group_id) else {
+                    return Ok(MetaReply::Done);
+                };
+                let name = name.name.clone();
+                let stream = self.streams.get_mut(&name).expect("found above");
+                let parent = stream.shards.iter_mut().find(|s| s.group_id == group_id).expect("found above");
+                if parent.ending_sequence_number.is_none() {
+                    parent.ending_sequence_number = Some(ending_sequence_number);
+                }
+                let closed: Vec<u32> = stream
+                    .shards
+                    .iter()
+                    .filter(|s| s.ending_sequence_number.is_some())
+                    .map(|s| s.index)
+                    .collect();
+                for child in stream.shards.iter_mut().filter(|s| s.pending) {
+                    if child.parents.iter().all(|p| closed.contains(p)) {
+                        child.pending = false;
                     }
-                    let closed: Vec<u32> = stream
-                        .shards
-                        .iter()
-                        .filter(|s| s.ending_sequence_number.is_some())
-                        .map(|s| s.index)
-                        .collect();
-                    for child in stream.shards.iter_mut().filter(|s| s.pending) {
-                        if child.parents.iter().all(|p| closed.contains(p)) {
-                            child.pending = false;
-                        }
-                    }
-                    if stream.status == StreamStatus::Updating && !stream.shards.iter().any(|s| s.pending) {
+                }
+                if stream.status == StreamStatus::Updating && !stream.shards.iter().any(|s| s.pending) {
+                    if stream.scaling.is_some() {
+                        self.next_scaling_round(&name);
+                    } else {
                         stream.status = StreamStatus::Active;
                     }
                 }
+            }
+            MetaCommand::UpdateShardCount { stream, target, nodes } => {
+                self.update_shard_count(&stream, target, nodes)?
             }
             MetaCommand::ReplicaRetired { group_id, node } => {
                 for stream in self.streams.values_mut() {
@@ -458,6 +487,76 @@ impl MetaState {
             (HashKeyRange { start: new_start, end: range.end }, vec![index], epoch),
         ];
         self.add_children(name, halves, nodes)
+    }
+
+    /// Starts an UpdateShardCount after checking Kinesis' rules: an ACTIVE stream, and a
+    /// target between half and twice its open shards, within the per-stream shard limit.
+    fn update_shard_count(&mut self, name: &str, target: u32, nodes: Vec<NodeId>) -> Result<()> {
+        let stream = self.streams.get(name).ok_or_else(|| Error::stream_not_found(name))?;
+        if stream.status != StreamStatus::Active {
+            return Err(stream.not_active());
+        }
+        let open = stream.shards.iter().filter(|s| s.is_open()).count() as u64;
+        let counts = format!("Current open shard count: {open}, Target shard count: {target}");
+        let limit = |message: String| Err(Error::new(crate::error::ErrorKind::LimitExceeded, message));
+        if target > limits::MAX_SHARDS_PER_STREAM {
+            return limit(format!(
+                "Target shard count or number of open shards cannot be greater than {}. {counts}",
+                limits::MAX_SHARDS_PER_STREAM
+            ));
+        }
+        if u64::from(target) > open * 2 {
+            return limit(format!(
+                "UpdateShardCount cannot scale up over double your current open shard count. {counts}"
+            ));
+        }
+        if u64::from(target) * 2 < open {
+            return limit(format!(
+                "UpdateShardCount cannot scale down below half your current open shard count. {counts}"
+            ));
+        }
+        let nodes: Vec<NodeId> = nodes.into_iter().filter(|n| !self.draining.contains(n)).collect();
+        limits::validate_replication(stream.replication, nodes.len())?;
+        let stream = self.streams.get_mut(name).expect("checked above");
+        stream.scaling = Some(Scaling { target, nodes });
+        self.next_scaling_round(name);
+        Ok(())
+    }
+
+    /// Opens the next round of an UpdateShardCount's reshards, or ends it (the stream
+    /// ACTIVE again) when the open shards are the target's even ranges.
+    fn next_scaling_round(&mut self, name: &str) {
+        let Some(stream) = self.streams.get_mut(name) else { return };
+        let Some(scaling) = stream.scaling.clone() else { return };
+        let open: Vec<(u32, HashKeyRange)> =
+            stream.shards.iter().filter(|s| s.is_open()).map(|s| (s.index, s.range)).collect();
+        let mut children = Vec::new();
+        for step in super::scaling::next_round(&open, scaling.target) {
+            let shard = |i: u32| stream.shard(i).expect("planned from the open shards");
+            match step {
+                Step::Split { index, at } => {
+                    let p = shard(index);
+                    children.push((
+                        HashKeyRange { start: p.range.start, end: at - 1 },
+                        vec![index],
+                        p.epoch + 1,
+                    ));
+                    children.push((HashKeyRange { start: at, end: p.range.end }, vec![index], p.epoch + 1));
+                }
+                Step::Merge { index, adjacent } => {
+                    let (a, b) = (shard(index), shard(adjacent));
+                    let range = HashKeyRange { start: a.range.start, end: b.range.end };
+                    children.push((range, vec![index, adjacent], a.epoch.max(b.epoch) + 1));
+                }
+            }
+        }
+        // Placement was checked when the scaling began; a node drained since may leave
+        // too few, and then the scaling stops where it is rather than fail a close.
+        if children.is_empty() || self.add_children(name, children, &scaling.nodes).is_err() {
+            let stream = self.streams.get_mut(name).expect("present above");
+            stream.scaling = None;
+            stream.status = StreamStatus::Active;
+        }
     }
 
     pub fn shard_by_group(&self, group_id: u64) -> Option<(&StreamMeta, &ShardMeta)> {
@@ -667,6 +766,60 @@ mod tests {
         assert_eq!(s.shard_for(s.shards[1].range.start).unwrap().index, 3);
         assert_eq!(s.shard_for(s.shards[2].range.end).unwrap().index, 3);
         assert_eq!(s.shard_for(0).unwrap().index, 0);
+    }
+
+    #[test]
+    fn update_shard_count_reshards_in_rounds_to_even_ranges_then_is_active() {
+        let mut m = MetaState::default();
+        m.apply(MetaCommand::Init { secret: vec![1] }).unwrap();
+        m.apply(create("s", 3, 3)).unwrap();
+        for g in 1..=3 {
+            m.apply(MetaCommand::ShardReady { group_id: g }).unwrap();
+        }
+        let update =
+            |target| MetaCommand::UpdateShardCount { stream: "s".into(), target, nodes: vec![1, 2, 3] };
+        for (bad, says) in
+            [(7, "scale up over double"), (1, "scale down below half"), (501, "cannot be greater than 500")]
+        {
+            let e = m.apply(update(bad)).unwrap_err();
+            assert_eq!(e.kind, crate::error::ErrorKind::LimitExceeded, "{e}");
+            assert!(e.message.contains(says) && e.message.contains("Current open shard count: 3"), "{e}");
+        }
+        m.apply(update(5)).unwrap();
+        assert_eq!(m.streams["s"].status, StreamStatus::Updating);
+        assert!(m.apply(update(4)).is_err(), "one reshard at a time");
+        let mut rounds = 0;
+        // Each round: every shard with children closes (as its group's leader reports).
+        while m.streams["s"].status == StreamStatus::Updating {
+            rounds += 1;
+            assert!(rounds <= 4, "{:?}", m.streams["s"].shards);
+            let s = &m.streams["s"];
+            let closing: Vec<u64> = s
+                .shards
+                .iter()
+                .filter(|sh| sh.is_open() && s.children_of(sh.index).next().is_some())
+                .map(|sh| sh.group_id)
+                .collect();
+            assert!(!closing.is_empty());
+            for g in closing {
+                m.apply(MetaCommand::ShardClosed { group_id: g, ending_sequence_number: "1".into() })
+                    .unwrap();
+            }
+        }
+        let s = &m.streams["s"];
+        let mut open: Vec<HashKeyRange> =
+            s.shards.iter().filter(|sh| sh.is_open()).map(|sh| sh.range).collect();
+        open.sort_by_key(|r| r.start);
+        assert_eq!(open, HashKeyRange::split_evenly(5));
+        assert_eq!(s.status, StreamStatus::Active);
+        assert!(s.scaling.is_none());
+        for sh in s.shards.iter().filter(|sh| !sh.parents.is_empty()) {
+            let parent_epoch = sh.parents.iter().map(|p| s.shard(*p).unwrap().epoch).max().unwrap();
+            assert!(sh.epoch > parent_epoch, "children's sequence numbers sort after their parents'");
+        }
+        // The same count again: nothing to do, and the stream stays ACTIVE.
+        m.apply(update(5)).unwrap();
+        assert_eq!(m.streams["s"].status, StreamStatus::Active);
     }
 
     #[test]

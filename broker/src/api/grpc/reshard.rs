@@ -1,5 +1,5 @@
-//! Resharding through the API: split and merge requests, and the children named at a
-//! closed shard's end.
+//! Resharding through the API: split, merge and UpdateShardCount requests, and the
+//! children named at a closed shard's end.
 
 use super::{shard_of, Api};
 use crate::error::{Error, Result};
@@ -55,5 +55,37 @@ impl Api {
             })
             .await?;
         Ok(())
+    }
+
+    pub(super) async fn update_shard_count(
+        &self,
+        r: pb::UpdateShardCountRequest,
+    ) -> Result<pb::UpdateShardCountResponse> {
+        if !r.scaling_type.is_empty() && r.scaling_type != "UNIFORM_SCALING" {
+            return Err(Error::validation(format!(
+                "1 validation error detected: Value '{}' at 'scalingType' failed to satisfy constraint: Member must satisfy enum value set: [UNIFORM_SCALING]",
+                r.scaling_type
+            )));
+        }
+        if r.target_shard_count == 0 {
+            return Err(Error::validation(
+                "1 validation error detected: Value '0' at 'targetShardCount' failed to satisfy constraint: Member must have value greater than or equal to 1",
+            ));
+        }
+        let stream = self.stream(&r.stream_name).await?;
+        let current = stream.shards.iter().filter(|s| s.is_open()).count() as u32;
+        let nodes = self.node.voters();
+        self.node
+            .meta_write(MetaCommand::UpdateShardCount {
+                stream: stream.name.clone(),
+                target: r.target_shard_count,
+                nodes,
+            })
+            .await?;
+        Ok(pb::UpdateShardCountResponse {
+            stream_name: stream.name,
+            current_shard_count: current,
+            target_shard_count: r.target_shard_count,
+        })
     }
 }
