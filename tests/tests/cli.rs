@@ -124,6 +124,18 @@ async fn put_lines_then_read_them_back() {
     followed.sort();
     expected.sort();
     assert_eq!(followed, expected, "--follow goes on into the children");
+
+    // Three uneven open shards (1/4, 1/4, 1/2) to two even ones; scale waits and says so.
+    let (ok, _, err) = freshet(&cluster, &["stream", "scale", "cli", "2"], None);
+    assert!(ok, "{err}");
+    assert!(err.contains("scaling cli from 3 to 2 open shards"), "{err}");
+    assert!(err.contains("cli is ACTIVE with 2 open shards"), "{err}");
+    let (ok, _, err) = freshet(&cluster, &["stream", "scale", "cli", "5"], None);
+    assert!(!ok);
+    assert!(err.contains("cannot scale up over double your current open shard count"), "{err}");
+    let (ok, out, _) = freshet(&cluster, &["read", "cli", "--from", "trim-horizon"], None);
+    assert!(ok);
+    assert_eq!(out.lines().count(), 3000 + 1 + 40, "every record is still readable after scaling");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
