@@ -110,24 +110,15 @@ impl Admin {
         }
     }
 
-    /// Splits `shard_id` of `name` at `at` (the brokers' SplitShard).
-    pub async fn split(&self, name: &str, shard_id: &str, at: u128) -> Result<(), tonic::Status> {
-        let req = pb::SplitShardRequest {
+    /// Reshards `name` into `target` open shards with even ranges (the brokers'
+    /// UpdateShardCount, UNIFORM_SCALING).
+    pub async fn update_shard_count(&self, name: &str, target: u32) -> Result<(), tonic::Status> {
+        let req = pb::UpdateShardCountRequest {
             stream_name: name.into(),
-            shard_to_split: shard_id.into(),
-            new_starting_hash_key: at.to_string(),
+            target_shard_count: target,
+            scaling_type: "UNIFORM_SCALING".into(),
         };
-        self.client.api.clone().split_shard(req).await.map(|_| ())
-    }
-
-    /// Merges two adjacent shards of `name` (the brokers' MergeShards).
-    pub async fn merge(&self, name: &str, shard: &str, adjacent: &str) -> Result<(), tonic::Status> {
-        let req = pb::MergeShardsRequest {
-            stream_name: name.into(),
-            shard_to_merge: shard.into(),
-            adjacent_shard_to_merge: adjacent.into(),
-        };
-        self.client.api.clone().merge_shards(req).await.map(|_| ())
+        self.client.api.clone().update_shard_count(req).await.map(|_| ())
     }
 
     pub async fn cluster_status(&self) -> Result<pb::ClusterStatusResponse, tonic::Status> {

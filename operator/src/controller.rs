@@ -371,10 +371,10 @@ async fn roll_brokers(
     }
 }
 
-/// One step toward the declared shard count, once the stream is ACTIVE (the brokers take
-/// one reshard at a time; the brokers were scaled up first): a split of the widest open
-/// shard, or, once fewer shards have been declared for the stabilization window, a merge
-/// of the narrowest adjacent pair.
+/// One step toward the declared shard count, once the stream is ACTIVE (the brokers were
+/// scaled up first): an UpdateShardCount up to the declared count (at most doubling), or,
+/// once fewer shards have been declared for the stabilization window, down to the fewest
+/// the measured writes allow (at most halving).
 async fn reshard_step(
     stream: &Stream,
     ctx: &Context,
@@ -389,39 +389,43 @@ async fn reshard_step(
     if observed.status != "ACTIVE" {
         return Ok(None);
     }
-    let broker = |status| Error::Broker { endpoint: (ctx.locate)(plan), status };
-    if let Some((shard, at)) = crate::reshard::next_split(&observed.open, plan.shards) {
-        admin.split(&plan.name, &shard, at).await.map_err(broker)?;
-        let note = format!("splitting {shard} ({} of {} shards open)", observed.open_shards, plan.shards);
-        ctx.event(stream, EventType::Normal, "ShardSplit", note.clone()).await;
-        return Ok(Some(Phase::Progressing { reason: "Resharding", message: note }));
-    }
-    if observed.open_shards <= plan.shards {
-        return Ok(None);
-    }
-    let since = *ctx.fewer_since.lock().expect("lock").entry(key).or_insert_with(std::time::Instant::now);
-    let window = ctx.settings.merge_stabilization;
-    if since.elapsed() < window {
-        let left = (window - since.elapsed()).as_secs() + 1;
-        let message = format!(
-            "{} shards declared, {} open: merging in {left} s if the lower count holds",
-            plan.shards, observed.open_shards
-        );
-        return Ok(Some(Phase::Progressing { reason: "MergeStabilizing", message }));
-    }
-    let Some((a, b)) = crate::reshard::next_merge(&observed.open, plan.shards) else {
-        let message = format!(
-            "{} shards declared, {} open: no adjacent pair's writes would fit one shard (at most {} B/s and {} records/s), so none merges",
-            plan.shards,
-            observed.open_shards,
-            crate::reshard::MERGE_MAX_BYTES_PER_SECOND,
-            crate::reshard::MERGE_MAX_RECORDS_PER_SECOND
-        );
-        return Ok(Some(Phase::Progressing { reason: "MergeHeldByLoad", message }));
+    let open = observed.open.len();
+    let target = match crate::reshard::scale_up_target(open, plan.shards) {
+        Some(target) => target,
+        None => {
+            if open as u32 <= plan.shards {
+                return Ok(None);
+            }
+            let since =
+                *ctx.fewer_since.lock().expect("lock").entry(key).or_insert_with(std::time::Instant::now);
+            let window = ctx.settings.merge_stabilization;
+            if since.elapsed() < window {
+                let left = (window - since.elapsed()).as_secs() + 1;
+                let message = format!(
+                    "{} shards declared, {open} open: merging in {left} s if the lower count holds",
+                    plan.shards
+                );
+                return Ok(Some(Phase::Progressing { reason: "MergeStabilizing", message }));
+            }
+            match crate::reshard::scale_down_target(&observed.open, plan.shards) {
+                Ok(Some(target)) => target,
+                Ok(None) => return Ok(None),
+                Err(()) => {
+                    let message = format!(
+                        "{} shards declared, {open} open: the writes measured now would not fit fewer shards (at most {} B/s and {} records/s each), so none merges",
+                        plan.shards,
+                        crate::reshard::MERGE_MAX_BYTES_PER_SECOND,
+                        crate::reshard::MERGE_MAX_RECORDS_PER_SECOND
+                    );
+                    return Ok(Some(Phase::Progressing { reason: "MergeHeldByLoad", message }));
+                }
+            }
+        }
     };
-    admin.merge(&plan.name, &a, &b).await.map_err(broker)?;
-    let note = format!("merging {a} and {b} ({} of {} shards open)", observed.open_shards, plan.shards);
-    ctx.event(stream, EventType::Normal, "ShardsMerged", note.clone()).await;
+    let broker = |status| Error::Broker { endpoint: (ctx.locate)(plan), status };
+    admin.update_shard_count(&plan.name, target).await.map_err(broker)?;
+    let note = format!("UpdateShardCount {open} -> {target} open shards ({} declared)", plan.shards);
+    ctx.event(stream, EventType::Normal, "ShardCountUpdating", note.clone()).await;
     Ok(Some(Phase::Progressing { reason: "Resharding", message: note }))
 }
 

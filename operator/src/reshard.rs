@@ -1,9 +1,11 @@
-//! Which reshard brings a stream's open shards toward the declared count. Pure.
+//! Which UpdateShardCount brings a stream's open shards toward the declared count. Pure.
 //!
-//! One reshard at a time (the brokers refuse a second while the stream is UPDATING).
-//! Splits take the widest open shard at the middle of its range, merges the adjacent pair
-//! covering the least of the hash-key space, so that doubling or halving the count gives
-//! the uniform ranges Kinesis' UNIFORM_SCALING would.
+//! The brokers' UpdateShardCount (UNIFORM_SCALING, the path the Kinesis API uses too) does
+//! the splits and merges and ends with even hash-key ranges; it takes half to twice the
+//! open count per call, so a bigger change is several calls, each once the stream is
+//! ACTIVE again. Scaling down never squeezes the measured load into too few shards.
+
+use freshet_broker::hashkey::HashKeyRange;
 
 /// An open shard as the brokers describe it: id, inclusive hash-key range, and the write
 /// rate its leader measured.
@@ -16,42 +18,48 @@ pub struct OpenShard {
     pub records_per_second: u64,
 }
 
-/// A merged shard must take its parents' combined writes with room to spare: at most 80%
-/// of Kinesis' per-shard write capacity (1 MiB/s, 1,000 records/s).
+/// A shard left after a scale-down must take its share of the writes with room to spare:
+/// at most 80% of Kinesis' per-shard write capacity (1 MiB/s, 1,000 records/s).
 pub const MERGE_MAX_BYTES_PER_SECOND: u64 = (1 << 20) * 8 / 10;
 pub const MERGE_MAX_RECORDS_PER_SECOND: u64 = 800;
 
-/// The next split to make, as `(shard id, new starting hash key)`, or None when there are
-/// enough open shards (or none can be split: a range of one hash key).
-pub fn next_split(open: &[OpenShard], declared: u32) -> Option<(String, u128)> {
-    if open.len() >= declared as usize {
-        return None;
-    }
-    let widest = open
-        .iter()
-        .filter(|s| s.end > s.start)
-        .max_by(|a, b| (a.end - a.start).cmp(&(b.end - b.start)).then_with(|| b.shard_id.cmp(&a.shard_id)))?;
-    Some((widest.shard_id.clone(), widest.start + (widest.end - widest.start) / 2 + 1))
+/// The next UpdateShardCount target on the way up: the declared count, or twice the open
+/// count when that is less. None when enough shards are open.
+pub fn scale_up_target(open: usize, declared: u32) -> Option<u32> {
+    let open = open as u32;
+    (open < declared).then(|| declared.min(open.max(1) * 2))
 }
 
-/// The next merge to make, as `(shard to merge, adjacent shard)`, or None when there are
-/// no more open shards than declared, or when no adjacent pair's measured load would fit
-/// one shard (the open shards' load is never squeezed below their capacity).
-pub fn next_merge(open: &[OpenShard], declared: u32) -> Option<(String, String)> {
-    if open.len() <= declared.max(1) as usize {
-        return None;
+/// The next UpdateShardCount target on the way down: the fewest shards, no fewer than
+/// declared nor than half the open ones, whose even ranges would each carry at most
+/// `MERGE_MAX_*` of the writes measured now. `Ok(None)`: no more shards are open than
+/// declared. `Err(())`: fewer are declared, but the measured load does not fit fewer.
+#[allow(clippy::result_unit_err)]
+pub fn scale_down_target(open: &[OpenShard], declared: u32) -> Result<Option<u32>, ()> {
+    let n = open.len() as u32;
+    if n <= declared.max(1) {
+        return Ok(None);
     }
-    let mut sorted: Vec<&OpenShard> = open.iter().collect();
-    sorted.sort_by_key(|s| s.start);
-    sorted
-        .windows(2)
-        .filter(|w| w[0].end.checked_add(1) == Some(w[1].start))
-        .filter(|w| {
-            w[0].bytes_per_second + w[1].bytes_per_second <= MERGE_MAX_BYTES_PER_SECOND
-                && w[0].records_per_second + w[1].records_per_second <= MERGE_MAX_RECORDS_PER_SECOND
-        })
-        .min_by_key(|w| (w[1].end - w[0].start, w[0].start))
-        .map(|w| (w[0].shard_id.clone(), w[1].shard_id.clone()))
+    let lowest = declared.max(n.div_ceil(2)).max(1);
+    (lowest..n).find(|t| fits(open, *t)).map(Some).ok_or(())
+}
+
+/// Whether `target` even ranges could carry the open shards' measured writes, each
+/// shard's load spread evenly over its own range.
+fn fits(open: &[OpenShard], target: u32) -> bool {
+    HashKeyRange::split_evenly(target).iter().all(|r| {
+        let (mut bytes, mut records) = (0.0, 0.0);
+        for s in open {
+            let (lo, hi) = (s.start.max(r.start), s.end.min(r.end));
+            if lo > hi {
+                continue;
+            }
+            let share = ((hi - lo) as f64 + 1.0) / ((s.end - s.start) as f64 + 1.0);
+            bytes += s.bytes_per_second as f64 * share;
+            records += s.records_per_second as f64 * share;
+        }
+        bytes <= MERGE_MAX_BYTES_PER_SECOND as f64 && records <= MERGE_MAX_RECORDS_PER_SECOND as f64
+    })
 }
 
 #[cfg(test)]
@@ -59,102 +67,66 @@ mod tests {
     use super::*;
 
     fn even(n: u32) -> Vec<OpenShard> {
-        let h = u128::MAX / u128::from(n);
-        (0..n)
-            .map(|i| OpenShard {
+        HashKeyRange::split_evenly(n)
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| OpenShard {
                 shard_id: format!("shardId-{i:012}"),
-                start: u128::from(i) * h,
-                end: if i == n - 1 { u128::MAX } else { u128::from(i + 1) * h - 1 },
+                start: r.start,
+                end: r.end,
                 ..Default::default()
             })
             .collect()
     }
 
-    /// What the brokers would open for a reshard: the next shard index over `start..=end`.
-    fn push_child(open: &mut Vec<OpenShard>, next: &mut u32, start: u128, end: u128) {
-        open.push(OpenShard { shard_id: format!("shardId-{next:012}"), start, end, ..Default::default() });
-        *next += 1;
+    #[test]
+    fn scaling_up_goes_to_the_declared_count_at_most_doubling_per_call() {
+        assert_eq!(scale_up_target(4, 4), None);
+        assert_eq!(scale_up_target(4, 2), None, "scaling down is not scaling up");
+        assert_eq!(scale_up_target(2, 3), Some(3));
+        assert_eq!(scale_up_target(2, 8), Some(4));
+        assert_eq!(scale_up_target(4, 8), Some(8));
+        assert_eq!(scale_up_target(300, 500), Some(500));
     }
 
     #[test]
-    fn nothing_to_split_when_enough_are_open() {
-        assert_eq!(next_split(&even(4), 4), None);
-        assert_eq!(next_split(&even(4), 2), None, "merges are not splits");
+    fn idle_shards_scale_down_to_the_declared_count_at_most_halving_per_call() {
+        assert_eq!(scale_down_target(&even(4), 4), Ok(None));
+        assert_eq!(scale_down_target(&even(4), 8), Ok(None), "scaling up is not scaling down");
+        assert_eq!(scale_down_target(&even(4), 2), Ok(Some(2)));
+        assert_eq!(scale_down_target(&even(8), 1), Ok(Some(4)));
+        assert_eq!(scale_down_target(&even(5), 3), Ok(Some(3)));
+        assert_eq!(scale_down_target(&even(1), 0), Ok(None), "never below one shard");
     }
 
     #[test]
-    fn splits_the_widest_shard_at_its_middle() {
-        let mut open = even(2);
-        open[1].end = open[1].start + 10; // shard 1 now narrow
-        let (id, at) = next_split(&open, 3).unwrap();
-        assert_eq!(id, "shardId-000000000000");
-        assert_eq!(at, open[0].start + (open[0].end - open[0].start) / 2 + 1);
-        assert!(at > open[0].start && at <= open[0].end, "inside the range, as SplitShard requires");
-    }
-
-    #[test]
-    fn doubling_ends_with_uniform_ranges() {
-        let mut open = even(2);
-        let mut next = 2;
-        while let Some((id, at)) = next_split(&open, 4) {
-            let i = open.iter().position(|s| s.shard_id == id).unwrap();
-            let parent = open.remove(i);
-            for (start, end) in [(parent.start, at - 1), (at, parent.end)] {
-                push_child(&mut open, &mut next, start, end);
-            }
-        }
-        assert_eq!(open.len(), 4);
-        let widths: Vec<u128> = open.iter().map(|s| s.end - s.start).collect();
-        let (lo, hi) = (widths.iter().min().unwrap(), widths.iter().max().unwrap());
-        assert!(hi - lo <= 2, "{widths:?}");
-    }
-
-    #[test]
-    fn merges_the_narrowest_adjacent_pair_until_the_count_is_reached() {
-        assert_eq!(next_merge(&even(4), 4), None);
-        assert_eq!(next_merge(&even(4), 8), None, "splits are not merges");
+    fn scaling_down_keeps_enough_shards_for_the_measured_writes() {
+        // 4 shards at 300 KB/s each: 1.2 MB/s needs 2 shards of at most 800 KiB/s.
         let mut open = even(4);
-        let mut next = 4;
-        while let Some((a, b)) = next_merge(&open, 2) {
-            let first = open.iter().position(|s| s.shard_id == a).unwrap();
-            let second = open.iter().position(|s| s.shard_id == b).unwrap();
-            assert_eq!(open[first].end + 1, open[second].start, "adjacent, lower first");
-            let (start, end) = (open[first].start, open[second].end);
-            open.retain(|s| s.shard_id != a && s.shard_id != b);
-            push_child(&mut open, &mut next, start, end);
+        for s in &mut open {
+            s.bytes_per_second = 300_000;
         }
-        open.sort_by_key(|s| s.start);
-        assert_eq!(open.len(), 2);
-        let widths: Vec<u128> = open.iter().map(|s| s.end - s.start).collect();
-        assert!(widths[0].abs_diff(widths[1]) <= 8, "halving stays uniform: {widths:?}");
-        assert_eq!(next_merge(&even(1), 0), None, "never below one shard");
-    }
-
-    #[test]
-    fn pairs_too_busy_for_one_shard_are_not_merged() {
-        let mut open = even(4);
-        // 0+1 and 1+2 would carry 900 KB/s; 2+3 500 KB/s and 600 records/s: only 2+3 fits.
+        assert_eq!(scale_down_target(&open, 1), Ok(Some(2)));
+        // 6 shards, all writes on the first: 700 KB/s. Three even ranges would give the
+        // first one shard 0 and half of shard 1... still 700 KB/s: fits.
+        let mut open = even(6);
+        open[0].bytes_per_second = 700_000;
+        assert_eq!(scale_down_target(&open, 3), Ok(Some(3)));
+        // Shards 0 and 1 at 500 KB/s each: three even ranges would put both in the first
+        // (1 MB/s, too much); four put shard 0 and half of shard 1 together (750 KB/s).
+        open[1].bytes_per_second = 500_000;
         open[0].bytes_per_second = 500_000;
-        open[1].bytes_per_second = 400_000;
-        open[2].bytes_per_second = 500_000;
-        open[2].records_per_second = 300;
-        open[3].records_per_second = 300;
-        assert_eq!(
-            next_merge(&open, 2),
-            Some(("shardId-000000000002".to_string(), "shardId-000000000003".to_string()))
-        );
-        open[3].records_per_second = 600;
-        assert_eq!(next_merge(&open, 2), None, "no pair fits: the count stays above the declared one");
-    }
-
-    #[test]
-    fn a_one_key_shard_cannot_be_split() {
-        let one = vec![OpenShard {
-            shard_id: "shardId-000000000000".into(),
-            start: 5,
-            end: 5,
-            ..Default::default()
-        }];
-        assert_eq!(next_split(&one, 2), None);
+        assert_eq!(scale_down_target(&open, 3), Ok(Some(4)));
+        // Records count too: 4 shards at 500 records/s fit 3 (about 667 each), not 2.
+        let mut open = even(4);
+        for s in &mut open {
+            s.records_per_second = 500;
+        }
+        assert_eq!(scale_down_target(&open, 2), Ok(Some(3)));
+        // At 700 records/s each not even 3 fit: the count stays.
+        for s in &mut open {
+            s.records_per_second = 700;
+        }
+        assert_eq!(scale_down_target(&open, 2), Err(()));
     }
 }

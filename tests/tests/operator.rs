@@ -186,8 +186,8 @@ async fn more_declared_throughput_grows_the_brokers_and_bigger_storage_grows_the
     tokio::time::sleep(Duration::from_millis(500)).await;
     let pvc = fake.get("/persistentvolumeclaims", NS, "data-orders-broker-0").unwrap();
     assert_eq!(pvc["spec"]["resources"]["requests"]["storage"], "20Gi");
-    // The shard count follows through the brokers' SplitShard, one split at a time,
-    // widest shard first: 2 -> 8 open shards is 6 splits, with uniform ranges at the end.
+    // The shard count follows through the brokers' UpdateShardCount, at most doubling per
+    // call: 2 -> 4 -> 8 open shards, 6 splits in all, with Kinesis' even ranges at the end.
     // Ready with 8 open shards (mid-merge, one parent may close before the other: not Ready).
     eventually("Ready with 8 open shards", || {
         let s = stream_obj(&fake, "orders")?;
@@ -198,13 +198,18 @@ async fn more_declared_throughput_grows_the_brokers_and_bigger_storage_grows_the
     let d = cluster.any_client().describe("orders").await.unwrap();
     let open: Vec<_> = d.shards.iter().filter(|s| s.ending_sequence_number.is_none()).collect();
     assert_eq!((open.len(), d.shards.len()), (8, 14), "6 parents closed, 8 children open");
-    let widths: Vec<u128> = open
+    let mut ranges: Vec<(u128, u128)> = open
         .iter()
-        .map(|s| s.ending_hash_key.parse::<u128>().unwrap() - s.starting_hash_key.parse::<u128>().unwrap())
+        .map(|s| (s.starting_hash_key.parse().unwrap(), s.ending_hash_key.parse().unwrap()))
         .collect();
-    assert!(widths.iter().max().unwrap() - widths.iter().min().unwrap() <= 4, "{widths:?}");
+    ranges.sort();
+    let even: Vec<(u128, u128)> = freshet_broker::hashkey::HashKeyRange::split_evenly(8)
+        .into_iter()
+        .map(|r| (r.start, r.end))
+        .collect();
+    assert_eq!(ranges, even);
     let reasons = event_reasons(&fake);
-    assert!(reasons.iter().any(|r| r == "ShardSplit"), "{reasons:?}");
+    assert_eq!(reasons.iter().filter(|r| *r == "ShardCountUpdating").count(), 2, "{reasons:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -239,7 +244,7 @@ async fn fewer_declared_shards_merge_after_the_stabilization_window() {
     let open: Vec<_> = d.shards.iter().filter(|s| s.ending_sequence_number.is_none()).collect();
     assert_eq!((open.len(), d.shards.len()), (2, 6), "two merges: four parents closed");
     assert!(open.iter().all(|s| s.adjacent_parent_shard_id.is_some()), "each open shard is a merge's child");
-    assert!(event_reasons(&fake).iter().any(|r| r == "ShardsMerged"));
+    assert!(event_reasons(&fake).iter().any(|r| r == "ShardCountUpdating"));
     eventually("Ready", || condition(&stream_obj(&fake, "orders")?, "Ready").filter(|c| c.0 == "True")).await;
 }
 
