@@ -62,6 +62,7 @@ mod tests {
                     ready: true,
                     retiring: Vec::new(),
                     ending_sequence_number: None,
+                    closed_ms: None,
                     parents: Vec::new(),
                     pending: false,
                 })

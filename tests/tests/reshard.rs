@@ -332,3 +332,80 @@ async fn split_through_a_crash(every_node: bool) {
     assert_eq!(d.shards.len(), 3);
     assert!(d.shards[0].ending_sequence_number.is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_shard_goes_once_its_retention_has_passed() {
+    // One retention hour lasts 100 ms here, so the minimum 24 h retention is 2.4 s.
+    let cluster = Cluster::start_with(
+        3,
+        &[("FRESHET_RETENTION_HOUR_MS", "100"), ("FRESHET_RETENTION_CHECK_SECS", "1")],
+    )
+    .await;
+    cluster.create_stream("orders", 1, unlimited()).await;
+    cluster.wait_leaders("orders").await;
+    let client = cluster.any_client();
+    let split = pb::SplitShardRequest {
+        stream_name: "orders".into(),
+        shard_to_split: "shardId-000000000000".into(),
+        new_starting_hash_key: (u128::MAX / 2 + 1).to_string(),
+    };
+    client.api.clone().split_shard(split).await.expect("split");
+    wait_active(&client).await;
+    let d = client.describe("orders").await.unwrap();
+    assert!(d.shards[0].ending_sequence_number.is_some(), "closed, still listed: {d:?}");
+    let parent_group =
+        cluster.any_client().api.clone().cluster_status(pb::ClusterStatusRequest {}).await.unwrap();
+    let parent_group = parent_group
+        .into_inner()
+        .groups
+        .iter()
+        .find(|g| g.stream_name == "orders" && g.shard_id == "shardId-000000000000")
+        .map(|g| g.group_id)
+        .expect("the parent's group");
+
+    // Within a few retention checks after 2.4 s the parent is gone from the stream...
+    let start = Instant::now();
+    let d = loop {
+        let d = client.describe("orders").await.unwrap();
+        if d.shards.len() == 2 {
+            break d;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "the closed parent stayed: {d:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(start.elapsed() >= Duration::from_millis(1500), "removed before its retention passed");
+    let ids: Vec<&str> = d.shards.iter().map(|s| s.shard_id.as_str()).collect();
+    assert_eq!(ids, ["shardId-000000000001", "shardId-000000000002"]);
+    assert!(d.shards.iter().all(|s| s.parent_shard_id.as_deref() == Some("shardId-000000000000")));
+    // ...can no longer be read...
+    let err = client
+        .shard_iterator("orders", "shardId-000000000000", pb::IteratorType::TrimHorizon, None, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+    // ...and every node has stopped its replica and reclaimed its storage.
+    let start = Instant::now();
+    loop {
+        let status =
+            client.api.clone().cluster_status(pb::ClusterStatusRequest {}).await.unwrap().into_inner();
+        let logs_say = (1..=3).all(|n| cluster.log(n).contains("shard replica 0 is no longer placed here"));
+        if logs_say && !status.groups.iter().any(|g| g.group_id == parent_group) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "replicas of the expired shard remain\n{}",
+            cluster.log_tails()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The children still take writes.
+    let put = pb::PutRecordRequest {
+        stream_name: "orders".into(),
+        partition_key: "k".into(),
+        data: b"after".to_vec(),
+        explicit_hash_key: None,
+        ..Default::default()
+    };
+    client.api.clone().put_record(put).await.expect("the children take writes");
+}

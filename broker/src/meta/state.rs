@@ -45,6 +45,9 @@ pub struct ShardMeta {
     /// leader has moved the membership to `replicas` and reported them retired.
     pub retiring: Vec<NodeId>,
     pub ending_sequence_number: Option<String>,
+    /// When the shard closed (ms since the epoch): it is removed once its retention has
+    /// passed since, as Kinesis drops expired closed shards.
+    pub closed_ms: Option<i64>,
     /// The shards this one was split or merged from: Kinesis' ParentShardId, then
     /// AdjacentParentShardId.
     pub parents: Vec<u32>,
@@ -191,6 +194,13 @@ pub enum MetaCommand {
     ShardClosed {
         group_id: u64,
         ending_sequence_number: String,
+        closed_ms: i64,
+    },
+    /// Closed shards whose records have all passed retention: removed from the stream
+    /// (their replicas stop and their storage is reclaimed). Open shards are never removed.
+    ExpireShards {
+        stream: String,
+        indexes: Vec<u32>,
     },
     /// UpdateShardCount with UNIFORM_SCALING: reshards the stream, in rounds, into
     /// `target` shards with even hash-key ranges.
@@ -249,6 +259,7 @@ impl MetaState {
                             ready: false,
                             retiring: Vec::new(),
                             ending_sequence_number: None,
+                            closed_ms: None,
                             parents: Vec::new(),
                             pending: false,
                         }
@@ -291,7 +302,7 @@ impl MetaState {
             MetaCommand::MergeShards { stream, shard_index, adjacent_index, nodes } => {
                 self.merge(&stream, shard_index, adjacent_index, &nodes)?
             }
-            MetaCommand::ShardClosed { group_id, ending_sequence_number } => {
+            MetaCommand::ShardClosed { group_id, ending_sequence_number, closed_ms } => {
                 let Some((name, _)) = self.shard_by_group(group_id) else {
                     return Ok(MetaReply::Done);
                 };
@@ -300,6 +311,7 @@ impl MetaState {
                 let parent = stream.shards.iter_mut().find(|s| s.group_id == group_id).expect("found above");
                 if parent.ending_sequence_number.is_none() {
                     parent.ending_sequence_number = Some(ending_sequence_number);
+                    parent.closed_ms = Some(closed_ms);
                 }
                 let closed: Vec<u32> = stream
                     .shards
@@ -307,8 +319,10 @@ impl MetaState {
                     .filter(|s| s.ending_sequence_number.is_some())
                     .map(|s| s.index)
                     .collect();
+                let present: Vec<u32> = stream.shards.iter().map(|s| s.index).collect();
                 for child in stream.shards.iter_mut().filter(|s| s.pending) {
-                    if child.parents.iter().all(|p| closed.contains(p)) {
+                    // A parent already expired and removed is closed too.
+                    if child.parents.iter().all(|p| closed.contains(p) || !present.contains(p)) {
                         child.pending = false;
                     }
                 }
@@ -322,6 +336,13 @@ impl MetaState {
             }
             MetaCommand::UpdateShardCount { stream, target, nodes } => {
                 self.update_shard_count(&stream, target, nodes)?
+            }
+            MetaCommand::ExpireShards { stream, indexes } => {
+                if let Some(stream) = self.streams.get_mut(&stream) {
+                    stream
+                        .shards
+                        .retain(|s| !(indexes.contains(&s.index) && s.ending_sequence_number.is_some()));
+                }
             }
             MetaCommand::ReplicaRetired { group_id, node } => {
                 for stream in self.streams.values_mut() {
@@ -438,6 +459,7 @@ impl MetaState {
                     ready: false,
                     retiring: Vec::new(),
                     ending_sequence_number: None,
+                    closed_ms: None,
                     parents,
                     pending: true,
                 }
@@ -557,6 +579,24 @@ impl MetaState {
             stream.scaling = None;
             stream.status = StreamStatus::Active;
         }
+    }
+
+    /// Per stream, its closed shards whose retention has passed since they closed at
+    /// `now_ms` (`hour_ms` is an hour's length; tests shorten it).
+    pub fn expired_shards(&self, now_ms: i64, hour_ms: i64) -> Vec<(String, Vec<u32>)> {
+        self.streams
+            .values()
+            .filter_map(|s| {
+                let retention = i64::from(s.retention_hours) * hour_ms;
+                let expired: Vec<u32> = s
+                    .shards
+                    .iter()
+                    .filter(|sh| sh.closed_ms.is_some_and(|at| at.saturating_add(retention) <= now_ms))
+                    .map(|sh| sh.index)
+                    .collect();
+                (!expired.is_empty()).then(|| (s.name.clone(), expired))
+            })
+            .collect()
     }
 
     pub fn shard_by_group(&self, group_id: u64) -> Option<(&StreamMeta, &ShardMeta)> {
@@ -719,7 +759,8 @@ mod tests {
         assert_eq!(s.shard_for(mid).unwrap().index, 0);
         // One reshard at a time; a shard that is being split cannot be split again.
         assert_eq!(m.apply(split(mid + 1)).unwrap_err().kind, crate::error::ErrorKind::ResourceInUse);
-        m.apply(MetaCommand::ShardClosed { group_id: 1, ending_sequence_number: "9".into() }).unwrap();
+        m.apply(MetaCommand::ShardClosed { group_id: 1, ending_sequence_number: "9".into(), closed_ms: 5 })
+            .unwrap();
         let s = &m.streams["s"];
         assert_eq!(s.status, StreamStatus::Active);
         assert_eq!(s.shard(0).unwrap().ending_sequence_number.as_deref(), Some("9"));
@@ -729,6 +770,17 @@ mod tests {
         // Closed for good: never split again.
         let e = m.apply(split(mid)).unwrap_err();
         assert!(e.message.contains("already been merged or split"), "{e}");
+
+        // Closed at 5 ms; with 1 s "hours" its 24 h retention ends at 24,005 ms. Then it
+        // goes, and only it: open shards never expire.
+        assert!(m.expired_shards(24_004, 1000).is_empty());
+        assert_eq!(m.expired_shards(24_005, 1000), vec![("s".to_string(), vec![0])]);
+        m.apply(MetaCommand::ExpireShards { stream: "s".into(), indexes: vec![0, 1] }).unwrap();
+        let s = &m.streams["s"];
+        let left: Vec<u32> = s.shards.iter().map(|sh| sh.index).collect();
+        assert_eq!(left, vec![1, 2, 3]);
+        assert_eq!(s.shard(2).unwrap().parents, vec![0], "children still name their parent");
+        assert!(m.expired_shards(i64::MAX, 1000).is_empty());
     }
 
     #[test]
@@ -755,12 +807,14 @@ mod tests {
         assert_eq!(child.parents, vec![2, 1], "ParentShardId, then AdjacentParentShardId");
         assert_eq!(child.range, HashKeyRange { start: s.shards[1].range.start, end: s.shards[2].range.end });
         assert!(child.pending && child.index == 3 && child.epoch == 1);
-        m.apply(MetaCommand::ShardClosed { group_id: 2, ending_sequence_number: "1".into() }).unwrap();
+        m.apply(MetaCommand::ShardClosed { group_id: 2, ending_sequence_number: "1".into(), closed_ms: 5 })
+            .unwrap();
         let s = &m.streams["s"];
         assert!(s.shard(3).unwrap().pending, "one parent still open");
         assert_eq!(s.status, StreamStatus::Updating);
         assert!(s.shard_for(s.shards[1].range.start).is_none(), "its keys wait for the other parent");
-        m.apply(MetaCommand::ShardClosed { group_id: 3, ending_sequence_number: "1".into() }).unwrap();
+        m.apply(MetaCommand::ShardClosed { group_id: 3, ending_sequence_number: "1".into(), closed_ms: 5 })
+            .unwrap();
         let s = &m.streams["s"];
         assert_eq!(s.status, StreamStatus::Active);
         assert_eq!(s.shard_for(s.shards[1].range.start).unwrap().index, 3);
@@ -802,8 +856,12 @@ mod tests {
                 .collect();
             assert!(!closing.is_empty());
             for g in closing {
-                m.apply(MetaCommand::ShardClosed { group_id: g, ending_sequence_number: "1".into() })
-                    .unwrap();
+                m.apply(MetaCommand::ShardClosed {
+                    group_id: g,
+                    ending_sequence_number: "1".into(),
+                    closed_ms: 5,
+                })
+                .unwrap();
             }
         }
         let s = &m.streams["s"];

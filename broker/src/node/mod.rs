@@ -349,7 +349,11 @@ impl Node {
                 let ending = crate::sequence::SequenceNumber::new(epoch, at, 0).to_string();
                 tracing::info!(group, "shard {} closed for a reshard at entry {at}", replica.shard_index);
                 let deadline = tokio::time::Instant::now() + LEADER_WAIT;
-                let cmd = MetaCommand::ShardClosed { group_id: group, ending_sequence_number: ending };
+                let cmd = MetaCommand::ShardClosed {
+                    group_id: group,
+                    ending_sequence_number: ending,
+                    closed_ms: crate::now_ms(),
+                };
                 while let Err(e) = self.meta_write(cmd.clone()).await {
                     if tokio::time::Instant::now() > deadline {
                         tracing::warn!(group, "reporting the closed shard: {e}; will retry");
@@ -560,10 +564,21 @@ impl Node {
     }
 
     /// Retention: each shard leader proposes a trim of entries older than the stream's
-    /// retention, then a snapshot so Raft can let go of them too.
+    /// retention, then a snapshot so Raft can let go of them too; the metadata leader
+    /// removes closed shards once their retention has passed since they closed.
     async fn retention_loop(self: Arc<Self>) {
         loop {
             tokio::time::sleep(self.config.retention_check).await;
+            if self.meta.is_leader() {
+                let now = crate::now_ms();
+                let hour = self.config.retention_hour_ms;
+                for (stream, indexes) in self.meta_view.read(|m| m.expired_shards(now, hour)) {
+                    tracing::info!(stream, ?indexes, "retention: removing closed shards past retention");
+                    if let Err(e) = self.meta_write(MetaCommand::ExpireShards { stream, indexes }).await {
+                        tracing::warn!("retention: removing closed shards: {e}");
+                    }
+                }
+            }
             for replica in self.local_shards() {
                 if !replica.raft.is_leader() {
                     continue;
