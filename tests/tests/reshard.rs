@@ -405,7 +405,6 @@ async fn a_closed_shard_goes_once_its_retention_has_passed() {
         partition_key: "k".into(),
         data: b"after".to_vec(),
         explicit_hash_key: None,
-        ..Default::default()
     };
     client.api.clone().put_record(put).await.expect("the children take writes");
 }
