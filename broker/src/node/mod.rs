@@ -410,12 +410,13 @@ impl Node {
                 }
                 Some(local) => local.raft.metrics().borrow_watched().current_leader,
                 None => {
-                    // No replica here: any replica node will know the leader.
-                    let pick = replicas.iter().find(|r| **r != self.id).copied();
-                    return pick
-                        .and_then(|r| self.addr_of(r))
-                        .map(Target::Remote)
-                        .ok_or_else(|| Error::unavailable("no replica of this shard is known"));
+                    // No replica here: any replica node will know the leader. (When this
+                    // node is the only one placed, its replica is still starting: wait.)
+                    let pick = replicas.iter().find(|r| **r != self.id).and_then(|r| self.addr_of(*r));
+                    if let Some(addr) = pick {
+                        return Ok(Target::Remote(addr));
+                    }
+                    None
                 }
             };
             if let Some(addr) = leader.filter(|l| *l != self.id).and_then(|l| self.addr_of(l)) {
@@ -423,7 +424,8 @@ impl Node {
             }
             if tokio::time::Instant::now() > deadline {
                 return Err(Error::unavailable(format!(
-                    "shard group {group} has no leader; is a majority of its replicas up? Retry shortly"
+                    "shard group {group} (replicas on nodes {replicas:?}) has no leader reachable from node {}; is a majority of its replicas up? Retry shortly",
+                    self.id
                 )));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
