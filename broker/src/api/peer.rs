@@ -4,7 +4,7 @@ use crate::error::{Error, Result};
 use crate::meta::{MetaCommand, MetaReply, META_GROUP};
 use crate::node::{Node, ShardPiece, MAX_HOPS};
 use crate::pb;
-use crate::raft::network::serve_frame;
+use crate::raft::network::{self, serve_frame};
 use crate::raft::{decode, encode};
 use crate::shard::writer::RecordOutcome;
 use std::sync::Arc;
@@ -30,7 +30,20 @@ impl PeerService {
                 // Not started yet (metadata still catching up) or deleted: the sender backs off.
                 Status::unavailable(format!("no replica of group {} on this node", frame.group_id))
             })?;
-            serve_frame(&replica.raft, frame.kind, &frame.body).await?
+            match frame.kind {
+                network::HIBERNATE => {
+                    let (leader, term, last): (u64, u64, u64) =
+                        decode(&frame.body).map_err(|e| Status::invalid_argument(e.to_string()))?;
+                    let sleeps = crate::node::hibernate::follower_sleeps(&replica, leader, term, last);
+                    encode(&Ok::<bool, String>(sleeps)).map_err(|e| Status::internal(e.to_string()))?
+                }
+                network::VOTE | network::PRE_VOTE | network::TRANSFER_LEADER | network::SNAPSHOT => {
+                    // An election or a catch-up is under way: the group must be awake.
+                    replica.hibernation.wake();
+                    serve_frame(&replica.raft, frame.kind, &frame.body).await?
+                }
+                _ => serve_frame(&replica.raft, frame.kind, &frame.body).await?,
+            }
         };
         Ok(pb::RaftFrame { group_id: frame.group_id, kind: frame.kind, body: out })
     }
@@ -92,6 +105,10 @@ impl pb::peer_server::Peer for PeerService {
         _req: Request<pb::ClusterStatusRequest>,
     ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
         Ok(Response::new(pb::ClusterStatusResponse { nodes: vec![], groups: self.node.local_status() }))
+    }
+
+    async fn ping(&self, _req: Request<pb::PingRequest>) -> Result<Response<pb::PingReply>, Status> {
+        Ok(Response::new(pb::PingReply {}))
     }
 
     async fn meta_read_index(

@@ -200,6 +200,7 @@ impl Node {
         let shards = self.local_shards();
         let mut asked = usize::from(hand_off(&self.meta, self.id).await);
         for r in &shards {
+            r.hibernation.wake();
             asked += usize::from(hand_off(&r.raft, self.id).await);
         }
         if asked == 0 {

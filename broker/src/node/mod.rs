@@ -1,6 +1,7 @@
 //! A broker node: the node's RocksDB, the metadata group, and every shard replica placed
 //! on it. Routes writes and reads to shard leaders on this or another node.
 
+pub mod hibernate;
 mod membership;
 
 use crate::error::{Error, ErrorKind, Result};
@@ -110,6 +111,8 @@ impl Node {
         tokio::spawn(node.clone().join_loop());
         tokio::spawn(node.clone().reconcile_loop());
         tokio::spawn(node.clone().retention_loop());
+        tokio::spawn(node.clone().hibernate_loop());
+        tokio::spawn(node.clone().liveness_loop());
         Ok(node)
     }
 
@@ -325,6 +328,7 @@ impl Node {
                 "shard replica {} is no longer placed here: removing it",
                 r.shard_index
             );
+            r.hibernation.clear();
             let _ = r.raft.shutdown().await;
         }
         let store = self.store.clone();
@@ -616,7 +620,8 @@ impl Node {
                         stream: String,
                         shard_id: String,
                         m: openraft::RaftMetrics<TypeConfig>,
-                        rate: crate::shard::load::Rate| {
+                        rate: crate::shard::load::Rate,
+                        hibernating: bool| {
             out.push(pb::GroupStatus {
                 stream_name: stream,
                 shard_id,
@@ -631,16 +636,18 @@ impl Node {
                     term: m.current_term,
                     write_bytes_per_second: rate.bytes_per_second,
                     write_records_per_second: rate.records_per_second,
+                    hibernating,
                 }],
             });
         };
         let meta = self.meta.metrics().borrow_watched().clone();
-        push(META_GROUP, String::new(), String::new(), meta, Default::default());
+        push(META_GROUP, String::new(), String::new(), meta, Default::default(), false);
         let now = std::time::Instant::now();
         for r in self.local_shards() {
             let m = r.raft.metrics().borrow_watched().clone();
             let rate = if r.raft.is_leader() { r.load.rate(now) } else { Default::default() };
-            push(r.group, r.stream.clone(), crate::meta::shard_id(r.shard_index), m, rate);
+            let asleep = r.hibernation.is_asleep();
+            push(r.group, r.stream.clone(), crate::meta::shard_id(r.shard_index), m, rate, asleep);
         }
         let failed = self.failed.lock().expect("lock").clone();
         for (group, reason) in failed {

@@ -34,6 +34,8 @@ pub struct LogStore {
     committed: std::sync::Arc<std::sync::Mutex<Committed>>,
     /// The newest entries, decoded: replication and apply read them from here.
     cache: std::sync::Arc<LogCache>,
+    /// A shard group's sleep state: every append wakes it.
+    hibernation: Option<std::sync::Arc<crate::shard::hibernation::Hibernation>>,
 }
 
 #[derive(Default)]
@@ -52,7 +54,14 @@ impl LogStore {
             purged: Default::default(),
             committed: Default::default(),
             cache,
+            hibernation: None,
         }
+    }
+
+    /// Appends will wake the group from hibernation.
+    pub fn with_hibernation(mut self, h: std::sync::Arc<crate::shard::hibernation::Hibernation>) -> Self {
+        self.hibernation = Some(h);
+        self
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(&self, name: &[u8]) -> io::Result<Option<T>> {
@@ -191,6 +200,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         // Readable now; durable once the node-wide WAL sync that follows completes.
         self.store.write(b)?;
+        if let (Some(h), false) = (&self.hibernation, entries.is_empty()) {
+            h.note_append();
+        }
         self.cache.append(entries);
         self.store.flusher.after_sync(move |result| callback.io_completed(result));
         Ok(())

@@ -22,11 +22,13 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tonic::transport::Channel;
 
-const APPEND: u32 = 1;
-const VOTE: u32 = 2;
-const SNAPSHOT: u32 = 3;
-const PRE_VOTE: u32 = 4;
-const TRANSFER_LEADER: u32 = 5;
+pub(crate) const APPEND: u32 = 1;
+pub(crate) const VOTE: u32 = 2;
+pub(crate) const SNAPSHOT: u32 = 3;
+pub(crate) const PRE_VOTE: u32 = 4;
+pub(crate) const TRANSFER_LEADER: u32 = 5;
+/// A shard leader asks a follower to hibernate (`shard/hibernation.rs`); not openraft's.
+pub(crate) const HIBERNATE: u32 = 6;
 
 /// Lazily dialled channels to the other nodes, shared by every group and the forwarding
 /// paths. tonic multiplexes all calls to one node over one connection.
@@ -134,6 +136,31 @@ impl PeerPool {
         let b = FrameBatcher::start(self.peer(addr));
         map.insert(addr.to_string(), b.clone());
         b
+    }
+
+    /// Asks the replica of `group` on `addr` to hibernate under `leader` in `term`, its log
+    /// ending at `last_index` like the leader's. Whether it now sleeps.
+    pub async fn ask_to_hibernate(
+        &self,
+        addr: &str,
+        group: GroupId,
+        (leader, term, last_index): (NodeId, u64, u64),
+    ) -> bool {
+        let Ok(body) = encode(&(leader, term, last_index)) else { return false };
+        let frame = pb::RaftFrame { group_id: group, kind: HIBERNATE, body };
+        let batcher = self.batcher(addr);
+        let call = batcher.call(frame, true);
+        match tokio::time::timeout(Duration::from_secs(2), call).await {
+            Ok(Ok(reply)) => matches!(decode::<Result<bool, String>>(&reply.body), Ok(Ok(true))),
+            _ => false,
+        }
+    }
+
+    /// Whether the node at `addr` answers within `within`.
+    pub async fn ping(&self, addr: &str, within: Duration) -> bool {
+        let mut peer = self.peer(addr);
+        let call = peer.ping(pb::PingRequest {});
+        matches!(tokio::time::timeout(within, call).await, Ok(Ok(_)))
     }
 
     pub fn channel(&self, addr: &str) -> Channel {

@@ -1,6 +1,7 @@
 //! One shard replica: its Raft group (log in the node's RocksDB, state machine, network),
 //! the leader-side writer, and the record reader.
 
+pub mod hibernation;
 pub mod load;
 pub mod reader;
 pub mod state_machine;
@@ -39,6 +40,7 @@ pub struct ShardReplica {
     pub limits: watch::Sender<ShardLimits>,
     /// What this replica wrote while leading.
     pub load: Arc<load::Load>,
+    pub hibernation: Arc<hibernation::Hibernation>,
 }
 
 impl ShardReplica {
@@ -51,19 +53,32 @@ impl ShardReplica {
     ) -> anyhow::Result<ShardReplica> {
         let ShardSpec { group, stream, shard_index, limits } = spec;
         let cache = Arc::new(LogCache::default());
+        let hibernation = Arc::new(hibernation::Hibernation::new());
         let shared = ShardShared::open(store.clone(), group, cache.clone())?;
         let config = timing.config(&format!("shard-{group}"), SNAPSHOT_EVERY)?;
         let raft = ShardRaft::new(
             node_id,
             config,
             NetworkFactory { group, pool, records: Some(store.clone()) },
-            LogStore::new(store, group, true, cache),
+            LogStore::new(store, group, true, cache).with_hibernation(hibernation.clone()),
             ShardStateMachine { shared: shared.clone() },
         )
         .await?;
+        let ticker = raft.clone();
+        hibernation.set_ticker(move |on| ticker.runtime_config().tick(on));
         let (limits_tx, limits_rx) = watch::channel(limits);
         let load = Arc::new(load::Load::new(std::time::Instant::now()));
         let writer = writer::spawn(raft.clone(), limits, limits_rx, load.clone());
-        Ok(ShardReplica { group, stream, shard_index, raft, shared, writer, limits: limits_tx, load })
+        Ok(ShardReplica {
+            group,
+            stream,
+            shard_index,
+            raft,
+            shared,
+            writer,
+            limits: limits_tx,
+            load,
+            hibernation,
+        })
     }
 }
