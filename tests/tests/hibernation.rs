@@ -51,7 +51,12 @@ async fn idle_groups_sleep_and_a_write_wakes_them_for_every_replica() {
     let cluster = Cluster::start(3).await;
     cluster.create_stream("quiet", 2, unlimited()).await;
     cluster.wait_leaders("quiet").await;
-    write(&cluster.client(1), "quiet", 0..50).await;
+    write(&cluster.client(1), "quiet", 0..40).await;
+    wait_all_asleep(&cluster, "quiet").await;
+    // The first writes to sleeping groups, with no read before them to wake anything.
+    let start = Instant::now();
+    write(&cluster.client(3), "quiet", 40..50).await;
+    assert!(start.elapsed() < Duration::from_secs(5), "writes to sleeping groups took {:?}", start.elapsed());
     wait_all_asleep(&cluster, "quiet").await;
 
     // A subscriber on every node: each is served by that node's own (sleeping) replica.

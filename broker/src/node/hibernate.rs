@@ -103,7 +103,9 @@ impl Node {
                 match m.current_leader {
                     Some(leader) if leader == self.id => {}
                     Some(leader) => by_leader.entry(leader).or_default().push(r),
-                    None => r.hibernation.wake(),
+                    None => {
+                        r.hibernation.wake();
+                    }
                 }
             }
             last_answer.retain(|n, _| by_leader.contains_key(n));

@@ -162,6 +162,7 @@ impl Node {
                 replica.raft.metrics().borrow_watched().membership_config.voter_ids().collect();
             let wanted: std::collections::BTreeSet<NodeId> = target.iter().copied().collect();
             if voters != wanted.iter().copied().collect::<HashSet<_>>() {
+                crate::shard::wake_to_write(&replica.raft, &replica.hibernation).await;
                 for n in wanted.iter().filter(|n| !voters.contains(n)) {
                     let addr = self.addr_of(*n).with_context(|| format!("no address for node {n}"))?;
                     let added = replica.raft.add_learner(*n, BasicNode::new(&addr), true);
@@ -170,6 +171,7 @@ impl Node {
                         .context("the new replica did not catch up within 120 s")??;
                 }
                 let swap = openraft::ChangeMembers::ReplaceAllVoters(wanted.clone());
+                crate::shard::wake_to_write(&replica.raft, &replica.hibernation).await;
                 replica.raft.change_membership(swap, false).await?;
                 tracing::info!(group, "shard replicas moved to {wanted:?}");
             }

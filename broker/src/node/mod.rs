@@ -348,7 +348,7 @@ impl Node {
     /// metadata learns the ending sequence number and opens the children.
     async fn close_for_reshard(self: Arc<Self>, replica: Arc<ShardReplica>, epoch: u32) {
         let group = replica.group;
-        match crate::shard::writer::close(&replica.raft).await {
+        match crate::shard::writer::close(&replica.raft, &replica.hibernation).await {
             Ok(at) => {
                 let ending = crate::sequence::SequenceNumber::new(epoch, at, 0).to_string();
                 tracing::info!(group, "shard {} closed for a reshard at entry {at}", replica.shard_index);
@@ -605,6 +605,7 @@ impl Node {
                 };
                 if below > state.first_index {
                     tracing::info!(group = replica.group, "retention: trimming entries below {below}");
+                    crate::shard::wake_to_write(&replica.raft, &replica.hibernation).await;
                     if replica.raft.client_write(Command::Trim { below_index: below }).await.is_ok() {
                         let _ = replica.raft.trigger().snapshot().await;
                     }

@@ -70,17 +70,19 @@ impl Hibernation {
         self.asleep.load(SeqCst)
     }
 
-    /// Restarts the ticker of a sleeping replica.
-    pub fn wake(&self) {
+    /// Restarts the ticker of a sleeping replica. Whether it was asleep.
+    pub fn wake(&self) -> bool {
         if !self.asleep.load(SeqCst) {
-            return;
+            return false;
         }
         let ticker = self.ticker.lock().expect("hibernation lock");
-        if self.asleep.swap(false, SeqCst) {
+        let was = self.asleep.swap(false, SeqCst);
+        if was {
             if let Some(tick) = ticker.as_ref() {
                 tick(true);
             }
         }
+        was
     }
 
     /// Stops the ticker unless an append came after the caller read `appends() == seen`
@@ -120,8 +122,8 @@ mod tests {
         let (h, ticks) = with_ticker();
         assert!(h.sleep_unless_appended(h.appends()));
         assert!(h.is_asleep());
-        h.wake();
-        h.wake();
+        assert!(h.wake());
+        assert!(!h.wake(), "already awake");
         assert!(!h.is_asleep());
         assert!(h.sleep_unless_appended(h.appends()));
         h.note_append();

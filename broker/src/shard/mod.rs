@@ -68,7 +68,7 @@ impl ShardReplica {
         hibernation.set_ticker(move |on| ticker.runtime_config().tick(on));
         let (limits_tx, limits_rx) = watch::channel(limits);
         let load = Arc::new(load::Load::new(std::time::Instant::now()));
-        let writer = writer::spawn(raft.clone(), limits, limits_rx, load.clone());
+        let writer = writer::spawn(raft.clone(), hibernation.clone(), limits, limits_rx, load.clone());
         Ok(ShardReplica {
             group,
             stream,
@@ -80,5 +80,14 @@ impl ShardReplica {
             load,
             hibernation,
         })
+    }
+}
+
+/// Call on a leader before it proposes anything. A group that slept gets its ticker back
+/// and its leader's lease renewed with one heartbeat round: openraft refuses writes once
+/// the lease has lapsed, and a sleeping leader sends no heartbeats to keep it.
+pub async fn wake_to_write(raft: &ShardRaft, hibernation: &hibernation::Hibernation) {
+    if hibernation.wake() {
+        let _ = raft.ensure_linearizable(openraft::ReadPolicy::ReadIndex).await;
     }
 }

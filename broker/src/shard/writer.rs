@@ -1,6 +1,7 @@
 //! The leader-side write path of one shard: admits records against the shard's limits
 //! and turns concurrent requests into one Raft entry (group commit).
 
+use super::hibernation::Hibernation;
 use super::load::Load;
 use super::ShardRaft;
 use crate::error::{Error, ErrorKind};
@@ -54,17 +55,19 @@ pub struct WriteRequest {
 /// Starts the shard's writer task; dropping the sender stops it.
 pub fn spawn(
     raft: ShardRaft,
+    hibernation: Arc<Hibernation>,
     limits: ShardLimits,
     limits_rx: tokio::sync::watch::Receiver<ShardLimits>,
     load: Arc<Load>,
 ) -> mpsc::Sender<WriteRequest> {
     let (tx, rx) = mpsc::channel(1024);
-    tokio::spawn(run(raft, limits, limits_rx, rx, load));
+    tokio::spawn(run(raft, hibernation, limits, limits_rx, rx, load));
     tx
 }
 
 async fn run(
     raft: ShardRaft,
+    hibernation: Arc<Hibernation>,
     limits: ShardLimits,
     mut limits_rx: tokio::sync::watch::Receiver<ShardLimits>,
     mut rx: mpsc::Receiver<WriteRequest>,
@@ -90,6 +93,7 @@ async fn run(
             let _ = first.reply.send(Err(WriteRejection::NotLeader { leader }));
             continue;
         }
+        super::wake_to_write(&raft, &hibernation).await;
         let permit = in_flight.clone().acquire_owned().await.expect("semaphore never closed");
         // Everything already waiting joins this entry, up to the caps.
         let mut requests = vec![first];
@@ -161,7 +165,8 @@ async fn run(
 
 /// Closes the shard for a reshard (idempotent): returns the index of its `Close` entry,
 /// above every record it holds.
-pub async fn close(raft: &ShardRaft) -> Result<u64, WriteRejection> {
+pub async fn close(raft: &ShardRaft, hibernation: &Hibernation) -> Result<u64, WriteRejection> {
+    super::wake_to_write(raft, hibernation).await;
     match submit(raft, Command::Close).await? {
         Reply::Closed { at } => Ok(at),
         other => Err(WriteRejection::Failed(Error::internal(format!("unexpected reply {other:?}")))),
