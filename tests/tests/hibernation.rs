@@ -48,7 +48,9 @@ async fn write(client: &Client, stream: &str, keys: std::ops::Range<u32>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_groups_sleep_and_a_write_wakes_them_for_every_replica() {
-    let cluster = Cluster::start(3).await;
+    // Retention checks every second: they must leave shards with nothing expired asleep.
+    let cluster = Cluster::start_with(3, &[("FRESHET_RETENTION_CHECK_SECS", "1")]).await;
+    cluster.create_stream("empty", 1, unlimited()).await;
     cluster.create_stream("quiet", 2, unlimited()).await;
     cluster.wait_leaders("quiet").await;
     write(&cluster.client(1), "quiet", 0..40).await;
@@ -109,6 +111,15 @@ async fn idle_groups_sleep_and_a_write_wakes_them_for_every_replica() {
     assert_eq!(all, 80);
     // And the groups go back to sleep.
     wait_all_asleep(&cluster, "quiet").await;
+
+    // A shard that never took a record sleeps through the retention checks.
+    wait_all_asleep(&cluster, "empty").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let status = cluster.any_client().api.clone().cluster_status(pb::ClusterStatusRequest {}).await.unwrap();
+    let empty: Vec<pb::GroupStatus> =
+        status.into_inner().groups.into_iter().filter(|g| g.stream_name == "empty").collect();
+    assert!(empty.iter().flat_map(|g| &g.replicas).all(|r| r.hibernating), "{empty:?}");
+    assert!(empty.iter().flat_map(|g| &g.replicas).all(|r| r.last_log_index <= 2), "no trims: {empty:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

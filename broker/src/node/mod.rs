@@ -595,6 +595,16 @@ impl Node {
                     continue;
                 };
                 let cutoff = crate::now_ms() - i64::from(hours) * self.config.retention_hour_ms;
+                // Only records expire: a shard without any older than the cutoff is left
+                // alone (and, if it sleeps, asleep).
+                match replica.shared.oldest_arrival_ms() {
+                    Ok(Some(oldest)) if oldest < cutoff => {}
+                    Ok(_) => continue,
+                    Err(e) => {
+                        tracing::warn!(group = replica.group, "retention: {e}");
+                        continue;
+                    }
+                }
                 let state = replica.shared.state();
                 let below = match replica.shared.at_timestamp(cutoff) {
                     Ok(p) => p.log_index,

@@ -69,6 +69,23 @@ impl ShardShared {
         }
     }
 
+    /// Arrival time of the oldest record still held (None: no records).
+    pub fn oldest_arrival_ms(&self) -> Result<Option<i64>> {
+        let (from, to) = keys::group_bounds(self.group);
+        match self.store.scan(CF_TS_INDEX, from, to).next() {
+            Some(item) => {
+                let (k, _) = item?;
+                let ts = k
+                    .get(8..16)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u64::from_be_bytes)
+                    .ok_or_else(|| Error::internal("bad arrival-time index key"))?;
+                Ok(Some(ts as i64))
+            }
+            None => Ok(None),
+        }
+    }
+
     /// Reads committed records from `from`, in sequence order, within `limits`.
     pub fn read(&self, epoch: u32, from: Position, limits: &ReadLimits) -> Result<Page> {
         let state = self.state();
