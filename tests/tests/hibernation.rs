@@ -1,6 +1,6 @@
 //! Idle shard groups sleep (no heartbeats, no timers) and lose nothing by it: a write
-//! wakes them, subscribers on sleeping replicas still get new records, and a sleeping
-//! group whose leader's node dies elects a successor.
+//! wakes them, subscribers on sleeping replicas still get new records, a sleeping group
+//! whose leader's node dies elects a successor, and a restarted node takes no leadership.
 
 use freshet_broker::client::{pb, Client};
 use freshet_tests::{read_all, unlimited, Cluster};
@@ -192,4 +192,14 @@ async fn a_sleeping_group_whose_leader_dies_elects_a_successor_and_loses_nothing
     }
     let back = read_all(&cluster.client(dead), "quiet").await;
     assert_eq!(back.values().map(|r| r.len()).sum::<usize>(), 80);
+
+    // Every group asleep again, led elsewhere: a restart of that node wakes its groups as
+    // it starts, so it hears their leaders instead of calling elections of its own.
+    wait_all_asleep(&cluster, "quiet").await;
+    let before = cluster.wait_leaders("quiet").await;
+    assert!(!before.values().any(|l| *l == dead), "{before:?}");
+    cluster.restart(dead);
+    cluster.wait_ready().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(cluster.wait_leaders("quiet").await, before, "the restart moved no leadership");
 }

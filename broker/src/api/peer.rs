@@ -37,6 +37,10 @@ impl PeerService {
                     let sleeps = crate::node::hibernate::follower_sleeps(&replica, leader, term, last);
                     encode(&Ok::<bool, String>(sleeps)).map_err(|e| Status::internal(e.to_string()))?
                 }
+                network::WAKE => {
+                    replica.hibernation.wake();
+                    encode(&Ok::<bool, String>(true)).map_err(|e| Status::internal(e.to_string()))?
+                }
                 network::VOTE | network::PRE_VOTE | network::TRANSFER_LEADER | network::SNAPSHOT => {
                     // An election or a catch-up is under way: the group must be awake.
                     replica.hibernation.wake();

@@ -532,8 +532,14 @@ async fn cluster_status(client: &Client) -> anyhow::Result<()> {
         );
         for r in &g.replicas {
             println!(
-                "    node {} {:<9} term {:<4} applied {:<8} committed {:<8} last log {}",
-                r.node, r.state, r.term, r.applied_index, r.committed_index, r.last_log_index
+                "    node {} {:<9} term {:<4} applied {:<8} committed {:<8} last log {:<8}{}",
+                r.node,
+                r.state,
+                r.term,
+                r.applied_index,
+                r.committed_index,
+                r.last_log_index,
+                if r.hibernating { " asleep (idle)" } else { "" }
             );
         }
     }

@@ -89,6 +89,17 @@ impl Node {
         }
     }
 
+    /// A replica that (re)starts asks the group's other replicas to wake: a sleeping leader
+    /// sends no heartbeats, and a replica that hears none before its election timeout
+    /// would call an election, taking leadership from a healthy node at every restart.
+    pub(super) async fn wake_group(self: Arc<Self>, group: GroupId, replicas: Vec<NodeId>) {
+        let asks = replicas.iter().filter(|n| **n != self.id).filter_map(|n| self.addr_of(*n)).map(|addr| {
+            let pool = self.pool.clone();
+            async move { pool.ask_to_wake(&addr, group).await }
+        });
+        futures::future::join_all(asks).await;
+    }
+
     /// Wakes the sleeping followers of a leader whose node has not answered for an
     /// election timeout, so that they elect a successor as they would have without
     /// hibernation. A sleeping follower that knows no leader wakes at once.

@@ -284,6 +284,7 @@ impl Node {
                             let r = Arc::new(r);
                             self.failed.lock().expect("lock").remove(&group);
                             self.shards.write().expect("shards lock").insert(group, r.clone());
+                            tokio::spawn(self.clone().wake_group(group, replicas.clone()));
                             r
                         }
                         Err(e) => {

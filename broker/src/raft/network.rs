@@ -29,6 +29,8 @@ pub(crate) const PRE_VOTE: u32 = 4;
 pub(crate) const TRANSFER_LEADER: u32 = 5;
 /// A shard leader asks a follower to hibernate (`shard/hibernation.rs`); not openraft's.
 pub(crate) const HIBERNATE: u32 = 6;
+/// A restarted replica asks the others of its group to wake; not openraft's.
+pub(crate) const WAKE: u32 = 7;
 
 /// Lazily dialled channels to the other nodes, shared by every group and the forwarding
 /// paths. tonic multiplexes all calls to one node over one connection.
@@ -154,6 +156,13 @@ impl PeerPool {
             Ok(Ok(reply)) => matches!(decode::<Result<bool, String>>(&reply.body), Ok(Ok(true))),
             _ => false,
         }
+    }
+
+    /// Wakes the replica of `group` on `addr`, if it sleeps (best effort).
+    pub async fn ask_to_wake(&self, addr: &str, group: GroupId) {
+        let frame = pb::RaftFrame { group_id: group, kind: WAKE, body: Vec::new() };
+        let batcher = self.batcher(addr);
+        let _ = tokio::time::timeout(Duration::from_secs(2), batcher.call(frame, false)).await;
     }
 
     /// Whether the node at `addr` answers within `within`.
