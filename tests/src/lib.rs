@@ -451,6 +451,26 @@ pub mod workload {
                 seen.entry(text.clone()).or_default().push((shard.clone(), r.sequence_number.clone()));
             }
         }
+        // Every lost record at once, with what the read holds around each: the evidence a
+        // durability bug needs.
+        let lost: Vec<String> = acks
+            .iter()
+            .filter(|a| !seen.contains_key(&data(&a.key, a.n)))
+            .map(|a| {
+                let around: Vec<&str> = read
+                    .get(&a.shard)
+                    .map(|rs| {
+                        let at = rs.partition_point(|r| r.sequence_number < a.seq);
+                        rs[at.saturating_sub(2)..(at + 2).min(rs.len())]
+                            .iter()
+                            .map(|r| r.sequence_number.as_str())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                format!("{} at {} {} (read holds {around:?} around it)", data(&a.key, a.n), a.shard, a.seq)
+            })
+            .collect();
+        assert!(lost.is_empty(), "{} acknowledged records were lost:\n{}", lost.len(), lost.join("\n"));
         for a in acks.iter() {
             let d = data(&a.key, a.n);
             let copies = seen.get(&d).map(|v| v.as_slice()).unwrap_or(&[]);
