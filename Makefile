@@ -11,7 +11,7 @@ VENV         := $(CURDIR)/.venv
 # Pinned Python tools (NATS for the benchmark, Helm's Go SDK and Kubernetes' schemas for the tests).
 PY_REQUIREMENTS := tests/python/requirements.txt
 
-.PHONY: all deps build run test lint fmt bench venv crds e2e-kind clean
+.PHONY: all deps build run test stress lint fmt bench venv crds e2e-kind clean
 
 all: build
 
@@ -40,6 +40,12 @@ test: build venv
 	$(CARGO) fmt --all --check
 	FRESHET_BIN=$(BIN) $(CARGO) test --$(PROFILE) --workspace -- --test-threads=2
 	FRESHET_BIN=$(BIN) $(VENV)/bin/python -m pytest -q tests/python
+
+## stress: a durability test in a loop, 3 copies at a time, keeping a failed run's data
+## (ROUNDS=20 COPIES=3 TEST=sigkill_of_every_node by default).
+stress: build
+	$(CARGO) test --$(PROFILE) -p freshet-tests --test durability --no-run
+	FRESHET_BIN=$(BIN) bash scripts/stress.sh
 
 ## e2e-kind: kind cluster, images, helm install, a Stream, AWS CLI put/get, a scale-up (skips without Docker/kind).
 e2e-kind:

@@ -295,6 +295,12 @@ impl Drop for Cluster {
                 let _ = c.wait();
             }
         }
+        // Post-mortem: FRESHET_KEEP_FAILED=1 keeps a failed test's data directories
+        // (node logs and RocksDB) and prints where they are.
+        if std::thread::panicking() && std::env::var_os("FRESHET_KEEP_FAILED").is_some() {
+            let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
+            eprintln!("kept the failed cluster's data in {}", dir.keep().display());
+        }
     }
 }
 

@@ -143,6 +143,11 @@ impl RaftTiming {
             max_in_snapshot_log_to_keep: 1_000,
             purge_batch_size: 256,
             max_payload_entries: 64,
+            // A restarted leader must not resume its old term. Its unflushed tail may be on a
+            // follower, and it would reuse those log ids for different entries; and the committed
+            // id is saved lazily, so reads would stop short of acknowledged records. An
+            // election after a restart gives a new term whose first entry commits the past.
+            enable_leader_restore: Some(false),
             ..Default::default()
         };
         Ok(std::sync::Arc::new(cfg.validate()?))
