@@ -6,7 +6,7 @@ DATA="${DATA:-$PWD/data}"
 PEERS="1=127.0.0.1:50051,2=127.0.0.1:50052,3=127.0.0.1:50053"
 export FRESHET_ENDPOINT="http://127.0.0.1:50051"
 
-for port in 50051 50052 50053; do
+for port in 50051 50052 50053 4567 4568 4569; do
   if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
     echo "port $port is already in use: is another 'make run' still running? Stop it first." >&2
     exit 1
@@ -27,9 +27,9 @@ trap stop INT TERM
 for i in 1 2 3; do
   mkdir -p "$DATA/node$i"
   "$BIN/freshet-broker" --id "$i" --listen "127.0.0.1:5005$i" --data-dir "$DATA/node$i" \
-    --peers "$PEERS" >>"$DATA/node$i.log" 2>&1 &
+    --kinesis-listen "127.0.0.1:456$((6 + i))" --peers "$PEERS" >>"$DATA/node$i.log" 2>&1 &
   pids+=($!)
-  echo "==> node $i: gRPC 127.0.0.1:5005$i, data $DATA/node$i, log $DATA/node$i.log"
+  echo "==> node $i: gRPC 127.0.0.1:5005$i, Kinesis API http://127.0.0.1:456$((6 + i)), data $DATA/node$i, log $DATA/node$i.log"
 done
 
 "$BIN/freshet" cluster wait --timeout-secs 60
@@ -48,6 +48,14 @@ Freshet is running: 3 nodes, stream 'demo'. In another terminal try:
   $B read demo --from trim-horizon           # every record, one per line
   $B read demo --from latest --follow        # new records as they commit
   $B cluster status                          # leaders, applied/committed per replica
+
+The Kinesis API answers on every node (any credentials, any region): the AWS CLI and SDKs
+work with only the endpoint changed. 'make test' installs the AWS CLI in .venv:
+
+  export AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_DEFAULT_REGION=us-east-1
+  .venv/bin/aws --endpoint-url http://127.0.0.1:4567 kinesis list-shards --stream-name demo
+  .venv/bin/aws --endpoint-url http://127.0.0.1:4568 kinesis put-record --stream-name demo \
+      --partition-key user-1 --data 'hello from the AWS CLI'
 
 Ctrl-C stops all three nodes; 'make run' again finds every record.
 TIPS

@@ -12,7 +12,7 @@ use sha2::Sha256;
 
 /// Kinesis: iterators expire 300,000 ms after they are issued.
 pub const ITERATOR_TTL_MS: i64 = 300_000;
-const MAC_LEN: usize = 16;
+pub(crate) const MAC_LEN: usize = 16;
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ShardIterator {
@@ -68,7 +68,7 @@ impl ShardIterator {
     }
 }
 
-fn mac(secret: &[u8], body: &[u8]) -> [u8; MAC_LEN] {
+pub(crate) fn mac(secret: &[u8], body: &[u8]) -> [u8; MAC_LEN] {
     let mut m = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("any key length");
     m.update(body);
     let full = m.finalize().into_bytes();

@@ -36,13 +36,39 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().unwrap().port()
+/// A free port below the kernel's ephemeral range: a node restarted later must get its
+/// port back, and a port from the ephemeral range may meanwhile be the local end of some
+/// outgoing connection ("address already in use").
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()))
+        .unwrap_or(32768);
+    let (low, span) = (10_000u16, ephemeral_low.saturating_sub(10_000).max(1000));
+    // Each test process walks the range from its own random start, so concurrent test
+    // binaries rarely try the same ports; a port taken by anyone is skipped.
+    let _ = NEXT.compare_exchange(0, 1 + rand_u16() % span, Ordering::Relaxed, Ordering::Relaxed);
+    loop {
+        let port = low + NEXT.fetch_add(1, Ordering::Relaxed) % span;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+fn rand_u16() -> u16 {
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+    (nanos ^ std::process::id().wrapping_mul(2_654_435_761)) as u16
 }
 
 pub struct Broker {
     pub id: u64,
     pub addr: String,
+    /// Where this node serves the Kinesis HTTP API.
+    pub kinesis_addr: String,
     pub data: PathBuf,
     child: Option<Child>,
 }
@@ -50,6 +76,9 @@ pub struct Broker {
 impl Broker {
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
+    }
+    pub fn kinesis_endpoint(&self) -> String {
+        format!("http://{}", self.kinesis_addr)
     }
     pub fn is_running(&self) -> bool {
         self.child.is_some()
@@ -81,6 +110,7 @@ impl Cluster {
             .map(|(id, port)| Broker {
                 id: *id,
                 addr: format!("127.0.0.1:{port}"),
+                kinesis_addr: format!("127.0.0.1:{}", free_port()),
                 data: dir.path().join(format!("node{id}")),
                 child: None,
             })
@@ -107,6 +137,7 @@ impl Cluster {
         self.brokers.push(Broker {
             id,
             addr: format!("127.0.0.1:{port}"),
+            kinesis_addr: format!("127.0.0.1:{}", free_port()),
             data: self.dir.path().join(format!("node{id}")),
             child: None,
         });
@@ -127,6 +158,7 @@ impl Cluster {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).expect("log file");
         let child = Command::new(bin("freshet-broker"))
             .args(["--id", &id.to_string(), "--listen", &b.addr, "--peers", &peers])
+            .args(["--kinesis-listen", &b.kinesis_addr])
             .arg("--data-dir")
             .arg(&b.data)
             .envs(env)

@@ -474,7 +474,7 @@ async fn two_operators_elect_one_leader_and_the_standby_takes_over() {
         }
     }
     let start = |identity: &str| -> (Operator, u16) {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = freshet_tests::free_port();
         let log = std::fs::File::create(dir.path().join(format!("{identity}.log"))).unwrap();
         let child = Command::new(freshet_tests::bin("freshet-operator"))
             .arg("run")

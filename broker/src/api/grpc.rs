@@ -44,9 +44,21 @@ impl Api {
             .ok_or_else(|| Error::stream_not_found(name))
     }
 
+    /// The stream's metadata as the metadata leader has it: what a describe shows must not
+    /// be older than a change already acknowledged (a split, say), even on a follower that
+    /// has just restarted.
+    async fn stream_as_committed(&self, name: &str) -> Result<StreamMeta> {
+        limits::validate_stream_name(name)?;
+        self.node.meta_barrier().await?;
+        self.node
+            .meta_view
+            .read(|m| m.streams.get(name).cloned())
+            .ok_or_else(|| Error::stream_not_found(name))
+    }
+
     /// The iterator-signing key. A node whose metadata has not caught up yet (or a cluster
     /// formed a moment ago) first catches up with the metadata leader.
-    async fn secret(&self) -> Result<Vec<u8>> {
+    pub(crate) async fn secret(&self) -> Result<Vec<u8>> {
         let known = self.node.meta_view.read(|m| m.secret.clone());
         if !known.is_empty() {
             return Ok(known);
@@ -212,7 +224,7 @@ impl pb::freshet_server::Freshet for Api {
         &self,
         req: Request<pb::DescribeStreamRequest>,
     ) -> Result<Response<pb::StreamDescription>, Status> {
-        let s = self.stream(&req.into_inner().stream_name).await?;
+        let s = self.stream_as_committed(&req.into_inner().stream_name).await?;
         // A reshard's children are listed once their parents have closed, as Kinesis does.
         let shards = s
             .shards

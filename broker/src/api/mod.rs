@@ -1,7 +1,8 @@
 //! The node's network face: the public Freshet gRPC API and node-to-node Peer traffic,
-//! served on one port.
+//! served on one port, and the Kinesis HTTP API on another.
 
 pub mod grpc;
+pub mod kinesis;
 pub mod peer;
 
 use crate::node::Node;

@@ -22,6 +22,13 @@ struct Args {
     /// Address to listen on for gRPC (clients and peers).
     #[arg(long, env = "FRESHET_LISTEN", default_value = "127.0.0.1:50051")]
     listen: SocketAddr,
+    /// Address to serve the Kinesis Data Streams HTTP API on (AWS CLI, boto3, AWS SDKs).
+    /// Not served when unset.
+    #[arg(long, env = "FRESHET_KINESIS_LISTEN")]
+    kinesis_listen: Option<SocketAddr>,
+    /// AWS region named in the stream ARNs the Kinesis API returns.
+    #[arg(long, env = "FRESHET_REGION", default_value = "us-east-1")]
+    region: String,
     /// Where this node keeps its RocksDB.
     #[arg(long, env = "FRESHET_DATA_DIR", default_value = "./data/node")]
     data_dir: PathBuf,
@@ -47,6 +54,9 @@ struct Args {
     #[arg(long, env = "FRESHET_RETENTION_HOUR_MS", default_value_t = 3_600_000, hide = true)]
     retention_hour_ms: i64,
 }
+
+/// How long a stopping node waits for open calls, and then for its Raft groups, to finish.
+const DRAIN: Duration = Duration::from_secs(4);
 
 /// The StatefulSet ordinal at the end of a pod's host name, plus one (Raft ids start at 1).
 fn id_from_hostname(hostname: &str) -> anyhow::Result<u64> {
@@ -123,6 +133,20 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("starting node {} with data in {}", id, args.data_dir.display()))?;
     tracing::info!("node {} serving gRPC on {}", id, args.listen);
+    let (stopping, stop) = tokio::sync::watch::channel(false);
+    if let Some(addr) = args.kinesis_listen {
+        let listener = freshet_broker::api::kinesis::bind(addr).await?;
+        tracing::info!("node {} serving the Kinesis API on {}", id, addr);
+        let mut stop = stop.clone();
+        tokio::spawn(freshet_broker::api::kinesis::serve(
+            node.clone(),
+            listener,
+            args.region.clone(),
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+        ));
+    }
     let leaving = node.clone();
     let shutdown = async move {
         let mut term =
@@ -131,13 +155,35 @@ async fn main() -> anyhow::Result<()> {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
         }
+        let _ = stopping.send(true);
         // Leaders hand their groups to caught-up followers while this node still serves
         // Raft traffic, so a rolling restart costs clients a leader change, not an election.
         let handed = leaving.hand_off_leadership(Duration::from_secs(5)).await;
         tracing::info!("shutting down (handed leadership of {handed} groups to other nodes)");
     };
-    freshet_broker::api::serve(node.clone(), args.listen, shutdown).await?;
-    node.shutdown().await;
+    // After the signal, in-flight calls get a moment to finish; a client that keeps a call
+    // open (a Subscribe, a slow peer) must not hold the exit past the pod's grace period.
+    let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        shutdown.await;
+        let _ = drain_tx.send(());
+    };
+    let served = freshet_broker::api::serve(node.clone(), args.listen, shutdown);
+    tokio::pin!(served);
+    tokio::select! {
+        r = &mut served => r?,
+        _ = async {
+            let _ = drain_rx.await;
+            tokio::time::sleep(DRAIN).await;
+        } => tracing::warn!("calls still open {} s after the signal: closing them", DRAIN.as_secs()),
+    }
+    if tokio::time::timeout(DRAIN, node.shutdown()).await.is_err() {
+        tracing::warn!(
+            "Raft groups did not stop within {} s; exiting (everything acknowledged is on disk)",
+            DRAIN.as_secs()
+        );
+        return Ok(());
+    }
     tracing::info!("stopped cleanly");
     Ok(())
 }

@@ -308,13 +308,10 @@ impl Drop for Nats {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 fn start_nats(server: &Path) -> anyhow::Result<Nats> {
     let dir = tempfile::tempdir()?;
-    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+    let ports: Vec<(u16, u16)> =
+        (0..3).map(|_| (freshet_tests::free_port(), freshet_tests::free_port())).collect();
     let mut children = Vec::new();
     for (i, (client, route)) in ports.iter().enumerate() {
         let routes: Vec<String> = ports

@@ -1,0 +1,142 @@
+//! The Kinesis Data Streams HTTP API, so the AWS CLI, boto3 and the AWS SDKs work
+//! unmodified: `POST /` with `X-Amz-Target: Kinesis_20131202.<Action>`, JSON or CBOR
+//! bodies, HTTP/1.1 and HTTP/2 on one port. Every action runs the gRPC API's operation
+//! in-process, so both APIs share validation, routing to shard leaders and semantics.
+
+mod actions;
+mod error;
+mod token;
+mod wire;
+
+pub use actions::stream_arn;
+pub use error::KinesisError;
+
+use crate::api::grpc::Api;
+use crate::node::Node;
+use actions::Actions;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use wire::{Format, Input};
+
+/// Largest request body: PutRecords' 10 MiB of records, base64-encoded in JSON, with keys.
+pub const MAX_BODY_BYTES: usize = 16 << 20;
+/// A client must send its headers, and then its body, within this long.
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+const TARGET_PREFIX: &str = "Kinesis_20131202.";
+
+/// Binds the Kinesis API's port (so a taken port fails the node's start, not later).
+pub async fn bind(listen: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    use anyhow::Context;
+    tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding the Kinesis API to {listen} (--kinesis-listen)"))
+}
+
+/// Serves the Kinesis API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    node: Arc<Node>,
+    listener: tokio::net::TcpListener,
+    region: String,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let actions = Arc::new(Actions { api: Api::new(node), region });
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off rather than spin.
+                    tracing::warn!("Kinesis API accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let actions = actions.clone();
+        tokio::spawn(async move {
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder.http1().timer(TokioTimer::new()).header_read_timeout(READ_TIMEOUT).max_buf_size(64 << 10);
+            builder.http2().max_header_list_size(64 << 10);
+            let service = hyper::service::service_fn(move |req| {
+                let actions = actions.clone();
+                async move { Ok::<_, std::convert::Infallible>(handle(&actions, req).await) }
+            });
+            // A client that goes away mid-request is not an error of ours.
+            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+}
+
+/// A random request id in the UUID form AWS uses.
+fn request_id() -> String {
+    let h = format!("{:032x}", rand::random::<u128>());
+    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+}
+
+async fn handle(actions: &Actions, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let id = request_id();
+    let format = Format::of_content_type(req.headers().get("content-type").and_then(|v| v.to_str().ok()));
+    let (status, body, error) = match answer(actions, format, req).await {
+        Ok(value) => (200, wire::encode(format, &value), None),
+        Err(e) => {
+            if e.status >= 500 {
+                tracing::warn!(request = %id, "Kinesis API {}: {}", e.kind, e.message);
+            }
+            (e.status, e.body(format), Some(e.kind))
+        }
+    };
+    let mut response = Response::builder()
+        .status(status)
+        .header("content-type", format.content_type())
+        .header("x-amzn-RequestId", &id);
+    if let Some(kind) = error {
+        response = response.header("x-amzn-ErrorType", kind);
+    }
+    response.body(Full::new(Bytes::from(body))).expect("valid response parts")
+}
+
+async fn answer(
+    actions: &Actions,
+    format: Format,
+    req: Request<Incoming>,
+) -> Result<wire::Value, KinesisError> {
+    if req.method() != hyper::Method::POST {
+        return Err(KinesisError::unknown_operation(format!(
+            "{} is not a Kinesis call: Kinesis calls are POST / with an X-Amz-Target header.",
+            req.method()
+        )));
+    }
+    let target = req.headers().get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let action = match target.strip_prefix(TARGET_PREFIX) {
+        Some(a) if !a.is_empty() => a.to_string(),
+        _ => {
+            return Err(KinesisError::unknown_operation(format!(
+                "Unknown operation '{target}': the X-Amz-Target header must be {TARGET_PREFIX}<Action>."
+            )))
+        }
+    };
+    let body = Limited::new(req.into_body(), MAX_BODY_BYTES);
+    let body = match tokio::time::timeout(READ_TIMEOUT, body.collect()).await {
+        Err(_) => return Err(KinesisError::new(408, "RequestTimeoutException", "The request body took too long to arrive.")),
+        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            return Err(KinesisError::new(
+                413,
+                "ValidationException",
+                format!("The request body exceeds {MAX_BODY_BYTES} bytes (PutRecords takes at most 10 MiB of records)."),
+            ))
+        }
+        Ok(Err(e)) => return Err(KinesisError::serialization(format!("The request body could not be read: {e}"))),
+        Ok(Ok(b)) => b.to_bytes(),
+    };
+    let input = Input::new(wire::decode(format, &body)?)?;
+    actions.run(&action, format, input).await
+}
