@@ -118,6 +118,19 @@ pub fn validate_put_records_batch(entries: usize, total_bytes: usize) -> Result<
     Ok(())
 }
 
+/// Tag keys 1-128 and values 0-256 characters, as Kinesis.
+pub fn validate_tags<'a>(tags: impl Iterator<Item = (&'a String, &'a String)>) -> Result<()> {
+    for (k, v) in tags {
+        if k.is_empty() || k.chars().count() > 128 {
+            return Err(violation(k, "tags.key", "Member must have length between 1 and 128"));
+        }
+        if v.chars().count() > 256 {
+            return Err(violation(v, "tags.value", "Member must have length less than or equal to 256"));
+        }
+    }
+    Ok(())
+}
+
 pub fn validate_get_records_limit(limit: u32) -> Result<()> {
     if !(1..=MAX_GET_RECORDS_LIMIT).contains(&limit) {
         return Err(violation(&limit.to_string(), "limit", "Member must have value between 1 and 10000"));

@@ -50,6 +50,9 @@ mod tests {
             limits: Default::default(),
             created_ms: 0,
             scaling: None,
+            mode: Default::default(),
+            tags: Default::default(),
+            consumers: Vec::new(),
             shards: HashKeyRange::split_evenly(n)
                 .into_iter()
                 .enumerate()
@@ -65,6 +68,7 @@ mod tests {
                     closed_ms: None,
                     parents: Vec::new(),
                     pending: false,
+                    opened_ms: Some(0),
                 })
                 .collect(),
         }

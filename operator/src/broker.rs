@@ -101,6 +101,7 @@ impl Admin {
                 write_bytes_per_second: 0,
                 write_records_per_second: 0,
             }),
+            ..Default::default()
         };
         match self.client.api.clone().create_stream(req).await {
             Ok(_) => Ok(()),

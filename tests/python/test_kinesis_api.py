@@ -256,6 +256,7 @@ def test_bad_input_gets_the_kinesis_error_and_writes_nothing(cluster):
     status, _, body = post(cluster, "Frobnicate", {})
     assert (status, body["__type"]) == (400, "UnknownOperationException")
     status, _, body = post(cluster, "StartStreamEncryption", {"StreamName": "strict"})
+    assert status == 400 and body["__type"] == "UnknownOperationException"
     assert status == 400 and "StartStreamEncryption" in body["message"]
     status, _, body = post(cluster, "PutRecords", b"[" + b" " * (16 << 20) + b"]", raw=True)
     assert (status, body["__type"]) == (413, "ValidationException")
@@ -315,6 +316,18 @@ def test_split_merge_and_update_shard_count(kinesis):
     assert shards["shardId-000000000003"]["HashKeyRange"]["StartingHashKey"] == mid
     open_now = kinesis.list_shards(StreamName="reshape", ShardFilter={"Type": "AT_LATEST"})["Shards"]
     assert sorted(s["ShardId"] for s in open_now) == ["shardId-000000000001", "shardId-000000000002", "shardId-000000000003"]
+    # Shards carry when they opened and closed: the filters of KCL and Flink see the history.
+    split_at = datetime.datetime.now(datetime.timezone.utc)
+    at_horizon = kinesis.list_shards(StreamName="reshape", ShardFilter={"Type": "AT_TRIM_HORIZON"})["Shards"]
+    assert sorted(s["ShardId"] for s in at_horizon) == ["shardId-000000000000", "shardId-000000000001"]
+    before = kinesis.list_shards(StreamName="reshape", ShardFilter={"Type": "AT_TIMESTAMP", "Timestamp": split_at - datetime.timedelta(seconds=30)})
+    assert before["Shards"] == [] or sorted(s["ShardId"] for s in before["Shards"]) == ["shardId-000000000000", "shardId-000000000001"]
+    now_open = kinesis.list_shards(StreamName="reshape", ShardFilter={"Type": "AT_TIMESTAMP", "Timestamp": split_at})["Shards"]
+    assert sorted(s["ShardId"] for s in now_open) == ["shardId-000000000001", "shardId-000000000002", "shardId-000000000003"]
+    from_ts = kinesis.list_shards(StreamName="reshape", ShardFilter={"Type": "FROM_TIMESTAMP", "Timestamp": split_at})["Shards"]
+    assert sorted(s["ShardId"] for s in from_ts) == ["shardId-000000000001", "shardId-000000000002", "shardId-000000000003"]
+    code, msg, _ = error_of(kinesis.list_shards, StreamName="reshape", ShardFilter={"Type": "AT_TIMESTAMP"})
+    assert code == "InvalidArgumentException" and "Timestamp" in msg
     code, msg, _ = error_of(kinesis.split_shard, StreamName="reshape", ShardToSplit="shardId-000000000000", NewStartingHashKey=mid)
     assert code in ("ResourceInUseException", "InvalidArgumentException"), msg
 
@@ -361,3 +374,67 @@ def test_the_readmes_aws_cli_tour(cluster):
     assert [b64.b64decode(r["Data"]) for r in records] == [b"first click"]
     assert records[0]["SequenceNumber"] == put["SequenceNumber"]
     run("kinesis", "delete-stream", "--stream-name", "clicks")
+
+
+def test_on_demand_retention_tags_mode_and_consumers(kinesis):
+    kinesis.create_stream(StreamName="settings", StreamModeDetails={"StreamMode": "ON_DEMAND"}, Tags={"team": "data"})
+    wait_active(kinesis, "settings")
+    arn = f"arn:aws:kinesis:us-east-1:{ACCOUNT}:stream/settings"
+    summary = kinesis.describe_stream_summary(StreamName="settings")["StreamDescriptionSummary"]
+    assert summary["StreamModeDetails"] == {"StreamMode": "ON_DEMAND"} and summary["OpenShardCount"] == 4
+    code, msg, _ = error_of(kinesis.create_stream, StreamName="od2", ShardCount=2, StreamModeDetails={"StreamMode": "ON_DEMAND"})
+    assert code == "InvalidArgumentException" and "ShardCount" in msg
+
+    # Retention moves only in the direction asked, and within 24-8,760 hours.
+    kinesis.increase_stream_retention_period(StreamName="settings", RetentionPeriodHours=72)
+    assert kinesis.describe_stream_summary(StreamName="settings")["StreamDescriptionSummary"]["RetentionPeriodHours"] == 72
+    code, msg, _ = error_of(kinesis.increase_stream_retention_period, StreamName="settings", RetentionPeriodHours=48)
+    assert code == "InvalidArgumentException" and "can not be shorter" in msg
+    code, msg, _ = error_of(kinesis.decrease_stream_retention_period, StreamName="settings", RetentionPeriodHours=100)
+    assert code == "InvalidArgumentException" and "can not be longer" in msg
+    code, msg, _ = error_of(kinesis.increase_stream_retention_period, StreamName="settings", RetentionPeriodHours=9000)
+    assert code == "InvalidArgumentException" and "8760" in msg
+    kinesis.decrease_stream_retention_period(StreamARN=arn, RetentionPeriodHours=24)
+    assert kinesis.describe_stream(StreamName="settings")["StreamDescription"]["RetentionPeriodHours"] == 24
+
+    # Tags: set at creation, added, listed in pages, removed; at most 10 per call.
+    kinesis.add_tags_to_stream(StreamName="settings", Tags={"env": "dev", "cost": "42"})
+    tags = kinesis.list_tags_for_stream(StreamName="settings")
+    assert tags["Tags"] == [{"Key": "cost", "Value": "42"}, {"Key": "env", "Value": "dev"}, {"Key": "team", "Value": "data"}]
+    assert not tags["HasMoreTags"]
+    first = kinesis.list_tags_for_stream(StreamName="settings", Limit=1)
+    assert first["HasMoreTags"] and first["Tags"] == [{"Key": "cost", "Value": "42"}]
+    rest = kinesis.list_tags_for_stream(StreamName="settings", ExclusiveStartTagKey="cost")
+    assert [t["Key"] for t in rest["Tags"]] == ["env", "team"]
+    kinesis.remove_tags_from_stream(StreamName="settings", TagKeys=["cost", "env"])
+    assert kinesis.list_tags_for_stream(StreamARN=arn)["Tags"] == [{"Key": "team", "Value": "data"}]
+    code, msg, _ = error_of(kinesis.add_tags_to_stream, StreamName="settings", Tags={f"k{i}": "v" for i in range(11)})
+    assert code == "InvalidArgumentException", msg
+    code, _, _ = error_of(kinesis.list_tags_for_stream, StreamName="no-such-stream")
+    assert code == "ResourceNotFoundException"
+
+    kinesis.update_stream_mode(StreamARN=arn, StreamModeDetails={"StreamMode": "PROVISIONED"})
+    assert kinesis.describe_stream_summary(StreamName="settings")["StreamDescriptionSummary"]["StreamModeDetails"] == {"StreamMode": "PROVISIONED"}
+
+    # Consumers: registered, described by name or ARN, listed, unique, and they guard deletion.
+    c = kinesis.register_stream_consumer(StreamARN=arn, ConsumerName="billing")["Consumer"]
+    assert c["ConsumerName"] == "billing" and c["ConsumerStatus"] == "ACTIVE"
+    assert c["ConsumerARN"].startswith(arn + "/consumer/billing:")
+    by_arn = kinesis.describe_stream_consumer(ConsumerARN=c["ConsumerARN"])["ConsumerDescription"]
+    by_name = kinesis.describe_stream_consumer(StreamARN=arn, ConsumerName="billing")["ConsumerDescription"]
+    assert by_arn == by_name and by_arn["StreamARN"] == arn
+    kinesis.register_stream_consumer(StreamARN=arn, ConsumerName="audit")
+    assert [x["ConsumerName"] for x in kinesis.list_stream_consumers(StreamARN=arn)["Consumers"]] == ["audit", "billing"]
+    page = kinesis.list_stream_consumers(StreamARN=arn, MaxResults=1)
+    assert len(page["Consumers"]) == 1 and page["NextToken"]
+    assert [x["ConsumerName"] for x in kinesis.list_stream_consumers(StreamARN=arn, NextToken=page["NextToken"])["Consumers"]] == ["billing"]
+    assert kinesis.describe_stream_summary(StreamName="settings")["StreamDescriptionSummary"]["ConsumerCount"] == 2
+    code, _, _ = error_of(kinesis.register_stream_consumer, StreamARN=arn, ConsumerName="billing")
+    assert code == "ResourceInUseException"
+    code, msg, _ = error_of(kinesis.delete_stream, StreamName="settings")
+    assert code == "ResourceInUseException" and "EnforceConsumerDeletion" in msg
+    kinesis.deregister_stream_consumer(ConsumerARN=c["ConsumerARN"])
+    code, _, _ = error_of(kinesis.describe_stream_consumer, StreamARN=arn, ConsumerName="billing")
+    assert code == "ResourceNotFoundException"
+    kinesis.delete_stream(StreamName="settings", EnforceConsumerDeletion=True)
+    kinesis.get_waiter("stream_not_exists").wait(StreamName="settings", WaiterConfig={"Delay": 1, "MaxAttempts": 30})

@@ -299,6 +299,7 @@ impl Cluster {
                 retention_hours: None,
                 replication_factor: None,
                 limits,
+                ..Default::default()
             })
             .await
             .expect("create stream");

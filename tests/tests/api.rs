@@ -34,6 +34,7 @@ async fn stream_lifecycle_and_kinesis_hash_ranges() {
         retention_hours: Some(48),
         replication_factor: Some(3),
         limits: None,
+        ..Default::default()
     })
     .await
     .unwrap();
@@ -331,6 +332,7 @@ async fn bad_input_gets_kinesis_errors_and_changes_nothing() {
         retention_hours: retention,
         replication_factor: rf,
         limits: None,
+        ..Default::default()
     };
     let cases: Vec<(pb::CreateStreamRequest, Code, &str, &str)> = vec![
         (create("bad name", 1, None, None), Code::InvalidArgument, "ValidationException", "[a-zA-Z0-9_.-]+"),
@@ -473,6 +475,7 @@ async fn nodes_without_a_replica_forward_every_call() {
             retention_hours: None,
             replication_factor: Some(1),
             limits: unlimited(),
+            ..Default::default()
         })
         .await
         .unwrap();

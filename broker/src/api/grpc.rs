@@ -3,6 +3,7 @@
 use crate::error::{Error, ErrorKind, Result};
 use crate::iterator::ShardIterator;
 use crate::limits::{self, ShardLimits};
+use crate::meta::settings::{self, StreamMode};
 use crate::meta::{parse_shard_id, shard_id, MetaCommand, ShardMeta, StreamMeta};
 use crate::node::{Node, Target, MAX_HOPS};
 use crate::pb::{self, IteratorType};
@@ -47,13 +48,18 @@ impl Api {
     /// The stream's metadata as the metadata leader has it: what a describe shows must not
     /// be older than a change already acknowledged (a split, say), even on a follower that
     /// has just restarted.
-    async fn stream_as_committed(&self, name: &str) -> Result<StreamMeta> {
+    pub(crate) async fn stream_as_committed(&self, name: &str) -> Result<StreamMeta> {
         limits::validate_stream_name(name)?;
         self.node.meta_barrier().await?;
         self.node
             .meta_view
             .read(|m| m.streams.get(name).cloned())
             .ok_or_else(|| Error::stream_not_found(name))
+    }
+
+    /// Applies a metadata change through the metadata group's leader.
+    pub(crate) async fn change(&self, cmd: MetaCommand) -> Result<()> {
+        self.node.meta_write(cmd).await.map(|_| ())
     }
 
     /// The iterator-signing key. A node whose metadata has not caught up yet (or a cluster
@@ -184,7 +190,27 @@ impl pb::freshet_server::Freshet for Api {
     ) -> Result<Response<pb::CreateStreamResponse>, Status> {
         let r = req.into_inner();
         limits::validate_stream_name(&r.stream_name)?;
-        limits::validate_shard_count(r.shard_count)?;
+        let mode = match r.stream_mode.as_str() {
+            "" => StreamMode::Provisioned,
+            m => StreamMode::parse(m).ok_or_else(|| {
+                Error::validation(format!(
+                    "1 validation error detected: Value '{m}' at 'streamModeDetails.streamMode' failed to satisfy constraint: Member must satisfy enum value set: [PROVISIONED, ON_DEMAND]"
+                ))
+            })?,
+        };
+        let shard_count = match (mode, r.shard_count) {
+            (StreamMode::OnDemand, 0) => settings::ON_DEMAND_SHARDS,
+            (StreamMode::OnDemand, _) => {
+                return Err(Error::invalid(format!(
+                    "An ON_DEMAND stream starts with {} shards and scales by itself: leave ShardCount out.",
+                    settings::ON_DEMAND_SHARDS
+                ))
+                .into())
+            }
+            (StreamMode::Provisioned, n) => n,
+        };
+        limits::validate_shard_count(shard_count)?;
+        limits::validate_tags(r.tags.iter())?;
         let retention_hours = r.retention_hours.unwrap_or(limits::DEFAULT_RETENTION_HOURS);
         limits::validate_retention_hours(retention_hours)?;
         let replication = r.replication_factor.unwrap_or(limits::DEFAULT_REPLICATION);
@@ -209,12 +235,14 @@ impl pb::freshet_server::Freshet for Api {
         self.node
             .meta_write(MetaCommand::CreateStream {
                 name: r.stream_name,
-                shard_count: r.shard_count,
+                shard_count,
                 retention_hours,
                 replication,
                 limits,
                 now_ms: crate::now_ms(),
                 nodes: voters,
+                mode,
+                tags: r.tags.into_iter().collect(),
             })
             .await?;
         Ok(Response::new(pb::CreateStreamResponse {}))
@@ -243,6 +271,8 @@ impl pb::freshet_server::Freshet for Api {
                 replicas: sh.replicas.clone(),
                 parent_shard_id: sh.parents.first().map(|p| shard_id(*p)),
                 adjacent_parent_shard_id: sh.parents.get(1).map(|p| shard_id(*p)),
+                opened_at_ms: sh.opened_ms,
+                closed_at_ms: sh.closed_ms,
             })
             .collect();
         Ok(Response::new(pb::StreamDescription {
@@ -257,6 +287,8 @@ impl pb::freshet_server::Freshet for Api {
                 write_records_per_second: s.limits.write_records_per_second,
             }),
             created_at_ms: s.created_ms,
+            stream_mode: s.mode.as_str().to_string(),
+            consumer_count: s.consumers.len() as u32,
         }))
     }
 

@@ -183,6 +183,7 @@ async fn stream(client: &Client, cmd: StreamCmd) -> anyhow::Result<()> {
                 retention_hours,
                 replication_factor: replication,
                 limits: Some(limits),
+                ..Default::default()
             })
             .await?;
             eprintln!("created stream {name} with {shards} shard(s)");

@@ -4,6 +4,7 @@
 //! commands in the same order, so each can route any request from its own copy.
 
 pub mod scaling;
+pub mod settings;
 mod state;
 pub mod state_machine;
 

@@ -4,6 +4,7 @@ use crate::error::{Error, Result};
 use crate::hashkey::HashKeyRange;
 use crate::limits::{self, ShardLimits};
 use crate::meta::scaling::Step;
+use crate::meta::settings::{Consumer, StreamMode};
 use crate::raft::NodeId;
 use crate::sequence::SequenceNumber;
 use serde::{Deserialize, Serialize};
@@ -53,6 +54,8 @@ pub struct ShardMeta {
     pub parents: Vec<u32>,
     /// A reshard's child waiting for its parents to close: nothing is written to it yet.
     pub pending: bool,
+    /// When the shard opened (stream creation, or its parents' close), ms since the epoch.
+    pub opened_ms: Option<i64>,
 }
 
 impl ShardMeta {
@@ -94,6 +97,10 @@ pub struct StreamMeta {
     pub shards: Vec<ShardMeta>,
     /// An UpdateShardCount under way.
     pub scaling: Option<Scaling>,
+    pub mode: StreamMode,
+    pub tags: BTreeMap<String, String>,
+    /// Consumers registered for enhanced fan-out.
+    pub consumers: Vec<Consumer>,
 }
 
 /// An UpdateShardCount under way: rounds of reshards (`scaling::next_round`) go on, each
@@ -153,6 +160,8 @@ pub enum MetaCommand {
         now_ms: i64,
         /// The cluster's nodes when the request was made (placement input).
         nodes: Vec<NodeId>,
+        mode: StreamMode,
+        tags: Vec<(String, String)>,
     },
     /// A shard's group elected its first leader.
     ShardReady {
@@ -209,6 +218,32 @@ pub enum MetaCommand {
         target: u32,
         nodes: Vec<NodeId>,
     },
+    /// Increase/DecreaseStreamRetentionPeriod (`increase` says which).
+    SetRetention {
+        stream: String,
+        hours: u32,
+        increase: bool,
+    },
+    /// AddTagsToStream (`add`) and RemoveTagsFromStream (`remove`).
+    Tag {
+        stream: String,
+        add: Vec<(String, String)>,
+        remove: Vec<String>,
+    },
+    /// UpdateStreamMode.
+    SetMode {
+        stream: String,
+        mode: StreamMode,
+    },
+    RegisterConsumer {
+        stream: String,
+        name: String,
+        now_ms: i64,
+    },
+    DeregisterConsumer {
+        stream: String,
+        name: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -235,6 +270,8 @@ impl MetaState {
                 limits,
                 now_ms,
                 nodes,
+                mode,
+                tags,
             } => {
                 if self.streams.contains_key(&name) {
                     return Err(Error::already_exists(format!(
@@ -262,6 +299,7 @@ impl MetaState {
                             closed_ms: None,
                             parents: Vec::new(),
                             pending: false,
+                            opened_ms: Some(now_ms),
                         }
                     })
                     .collect();
@@ -277,6 +315,9 @@ impl MetaState {
                         created_ms: now_ms,
                         shards,
                         scaling: None,
+                        mode,
+                        tags: tags.into_iter().collect(),
+                        consumers: Vec::new(),
                     },
                 );
             }
@@ -324,6 +365,7 @@ impl MetaState {
                     // A parent already expired and removed is closed too.
                     if child.parents.iter().all(|p| closed.contains(p) || !present.contains(p)) {
                         child.pending = false;
+                        child.opened_ms = Some(closed_ms);
                     }
                 }
                 if stream.status == StreamStatus::Updating && !stream.shards.iter().any(|s| s.pending) {
@@ -337,6 +379,15 @@ impl MetaState {
             MetaCommand::UpdateShardCount { stream, target, nodes } => {
                 self.update_shard_count(&stream, target, nodes)?
             }
+            MetaCommand::SetRetention { stream, hours, increase } => {
+                self.set_retention(&stream, hours, increase)?
+            }
+            MetaCommand::Tag { stream, add, remove } => self.tag(&stream, add, remove)?,
+            MetaCommand::SetMode { stream, mode } => self.set_mode(&stream, mode)?,
+            MetaCommand::RegisterConsumer { stream, name, now_ms } => {
+                self.register_consumer(&stream, name, now_ms)?
+            }
+            MetaCommand::DeregisterConsumer { stream, name } => self.deregister_consumer(&stream, &name)?,
             MetaCommand::ExpireShards { stream, indexes } => {
                 if let Some(stream) = self.streams.get_mut(&stream) {
                     stream
@@ -462,6 +513,7 @@ impl MetaState {
                     closed_ms: None,
                     parents,
                     pending: true,
+                    opened_ms: None,
                 }
             })
             .collect();
@@ -678,6 +730,8 @@ mod tests {
             limits: ShardLimits::default(),
             now_ms: 1,
             nodes: vec![1, 2, 3],
+            mode: StreamMode::Provisioned,
+            tags: vec![],
         }
     }
 

@@ -1,6 +1,6 @@
 //! The broker settings, as environment variables every broker pod loads.
 
-use super::{owned_meta, Plan, Settings, DATA_DIR, GRPC_PORT};
+use super::{owned_meta, Plan, Settings, DATA_DIR, GRPC_PORT, KINESIS_PORT};
 use freshet_crds::Stream;
 use k8s_openapi::api::core::v1::ConfigMap;
 use sha2::{Digest, Sha256};
@@ -19,6 +19,7 @@ pub fn broker_env(plan: &Plan, settings: &Settings) -> BTreeMap<String, String> 
     BTreeMap::from([
         ("FRESHET_ID_FROM_HOSTNAME".into(), "true".into()),
         ("FRESHET_LISTEN".into(), format!("0.0.0.0:{GRPC_PORT}")),
+        ("FRESHET_KINESIS_LISTEN".into(), format!("0.0.0.0:{KINESIS_PORT}")),
         ("FRESHET_DATA_DIR".into(), DATA_DIR.into()),
         ("FRESHET_PEERS".into(), plan.peers(settings)),
         ("FRESHET_HEARTBEAT_MS".into(), settings.heartbeat_ms.to_string()),
@@ -54,6 +55,7 @@ mod tests {
         let data = cm.data.unwrap();
         assert_eq!(data["FRESHET_ID_FROM_HOSTNAME"], "true");
         assert_eq!(data["FRESHET_LISTEN"], "0.0.0.0:50051");
+        assert_eq!(data["FRESHET_KINESIS_LISTEN"], "0.0.0.0:4567", "the port the client Service targets");
         assert_eq!(data["FRESHET_DATA_DIR"], "/var/lib/freshet");
         assert_eq!(data["FRESHET_PEERS"].split(',').count(), 3);
         assert_eq!(cm.metadata.name.as_deref(), Some("clicks-broker-config"));

@@ -9,27 +9,18 @@ use crate::api::grpc::Api;
 use crate::pb::{self, freshet_server::Freshet};
 use tonic::Request;
 
-type Result<T> = std::result::Result<T, KinesisError>;
+pub(super) type Result<T> = std::result::Result<T, KinesisError>;
 
 /// Actions in Kinesis' API that Freshet does not serve yet: answered with an error that
 /// names them rather than "unknown".
 const NOT_YET: &[&str] = &[
-    "AddTagsToStream",
-    "DecreaseStreamRetentionPeriod",
     "DeleteResourcePolicy",
-    "DeregisterStreamConsumer",
     "DescribeAccountSettings",
-    "DescribeStreamConsumer",
     "DisableEnhancedMonitoring",
     "EnableEnhancedMonitoring",
     "GetResourcePolicy",
-    "IncreaseStreamRetentionPeriod",
-    "ListStreamConsumers",
     "ListTagsForResource",
-    "ListTagsForStream",
     "PutResourcePolicy",
-    "RegisterStreamConsumer",
-    "RemoveTagsFromStream",
     "StartStreamEncryption",
     "StopStreamEncryption",
     "SubscribeToShard",
@@ -37,7 +28,6 @@ const NOT_YET: &[&str] = &[
     "UntagResource",
     "UpdateAccountSettings",
     "UpdateMaxRecordSize",
-    "UpdateStreamMode",
     "UpdateStreamWarmThroughput",
 ];
 
@@ -56,7 +46,7 @@ const SHARD_FILTER_TYPES: &[&str] = &[
     "FROM_TIMESTAMP",
 ];
 
-fn is_name(s: &str) -> bool {
+pub(super) fn is_name(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
@@ -75,7 +65,7 @@ pub fn stream_arn(region: &str, name: &str) -> String {
 
 /// The stream name from `StreamName` or `StreamARN` (data-plane calls take either; newer
 /// SDKs and the KPL send only the ARN); `None` when neither is given.
-fn optional_stream_name(input: &mut Input, v: &mut Violations) -> Result<Option<String>> {
+pub(super) fn optional_stream_name(input: &mut Input, v: &mut Violations) -> Result<Option<String>> {
     let name = input.string("StreamName")?;
     let arn = input.string("StreamARN")?;
     if let Some(n) = &name {
@@ -103,7 +93,7 @@ fn optional_stream_name(input: &mut Input, v: &mut Violations) -> Result<Option<
 }
 
 /// The stream a call needs, once its members have passed validation.
-fn need(name: Option<String>) -> Result<String> {
+pub(super) fn need(name: Option<String>) -> Result<String> {
     name.ok_or_else(|| KinesisError::invalid_argument("Either StreamName or StreamARN should be provided."))
 }
 
@@ -143,8 +133,8 @@ fn child_shard_value(c: &pb::ChildShard) -> Value {
     ])
 }
 
-fn mode_details() -> Value {
-    Value::map([("StreamMode", Value::str("PROVISIONED"))])
+pub(super) fn mode_details(mode: &str) -> Value {
+    Value::map([("StreamMode", Value::str(if mode.is_empty() { "PROVISIONED" } else { mode }))])
 }
 
 fn no_monitoring() -> Value {
@@ -174,6 +164,16 @@ impl Actions {
             "SplitShard" => self.split_shard(input).await,
             "MergeShards" => self.merge_shards(input).await,
             "UpdateShardCount" => self.update_shard_count(input).await,
+            "IncreaseStreamRetentionPeriod" => self.set_retention(input, true).await,
+            "DecreaseStreamRetentionPeriod" => self.set_retention(input, false).await,
+            "AddTagsToStream" => self.add_tags(input).await,
+            "RemoveTagsFromStream" => self.remove_tags(input).await,
+            "ListTagsForStream" => self.list_tags(input).await,
+            "UpdateStreamMode" => self.update_stream_mode(input).await,
+            "RegisterStreamConsumer" => self.register_consumer(input).await,
+            "DescribeStreamConsumer" => self.describe_consumer(input).await,
+            "ListStreamConsumers" => self.list_consumers(input).await,
+            "DeregisterStreamConsumer" => self.deregister_consumer(input).await,
             a if NOT_YET.contains(&a) => Err(KinesisError::unknown_operation(format!(
                 "Freshet does not implement the Kinesis action {a} yet."
             ))),
@@ -203,7 +203,7 @@ impl Actions {
             }
             None => None,
         };
-        input.string_map("Tags")?;
+        let tags = input.string_map("Tags")?.unwrap_or_default();
         if let Some(n) = &name {
             v.length("streamName", n, 1, 128);
             v.pattern("streamName", n, STREAM_NAME_PATTERN, is_name);
@@ -212,18 +212,16 @@ impl Actions {
             v.range("shardCount", c, 1, 100_000);
         }
         v.finish()?;
-        if mode.as_deref() == Some("ON_DEMAND") {
-            return Err(KinesisError::invalid_argument(
-                "Freshet does not offer ON_DEMAND streams yet: create a PROVISIONED stream with a ShardCount.",
-            ));
+        let on_demand = mode.as_deref() == Some("ON_DEMAND");
+        if !on_demand && count.is_none() {
+            return Err(KinesisError::invalid_argument("ShardCount is required for a PROVISIONED stream."));
         }
-        let shard_count = count.ok_or_else(|| {
-            KinesisError::invalid_argument("ShardCount is required for a PROVISIONED stream.")
-        })?;
         self.api
             .create_stream(Request::new(pb::CreateStreamRequest {
                 stream_name: name.unwrap_or_default(),
-                shard_count: shard_count as u32,
+                shard_count: count.unwrap_or(0) as u32,
+                stream_mode: mode.unwrap_or_default(),
+                tags: tags.into_iter().collect(),
                 ..Default::default()
             }))
             .await?;
@@ -233,9 +231,17 @@ impl Actions {
     async fn delete_stream(&self, mut input: Input) -> Result<Value> {
         let mut v = Violations::default();
         let name = optional_stream_name(&mut input, &mut v)?;
-        input.bool("EnforceConsumerDeletion")?;
+        let enforce = input.bool("EnforceConsumerDeletion")?.unwrap_or(false);
         v.finish()?;
-        self.api.delete_stream(Request::new(pb::DeleteStreamRequest { stream_name: need(name)? })).await?;
+        let name = need(name)?;
+        if !enforce && !self.api.stream_as_committed(&name).await?.consumers.is_empty() {
+            return Err(crate::error::Error::in_use(format!(
+                "Stream {name} under account {} has registered consumers: deregister them first, or delete with EnforceConsumerDeletion.",
+                crate::ACCOUNT_ID
+            ))
+            .into());
+        }
+        self.api.delete_stream(Request::new(pb::DeleteStreamRequest { stream_name: name })).await?;
         Ok(Value::map([]))
     }
 
@@ -266,7 +272,7 @@ impl Actions {
                 ("StreamName", Value::str(&d.stream_name)),
                 ("StreamARN", Value::str(stream_arn(&self.region, &d.stream_name))),
                 ("StreamStatus", Value::str(&d.status)),
-                ("StreamModeDetails", mode_details()),
+                ("StreamModeDetails", mode_details(&d.stream_mode)),
                 ("Shards", Value::List(page)),
                 ("HasMoreShards", Value::Bool(after.len() > limit)),
                 ("RetentionPeriodHours", Value::Int(d.retention_hours.into())),
@@ -289,13 +295,13 @@ impl Actions {
                 ("StreamName", Value::str(&d.stream_name)),
                 ("StreamARN", Value::str(stream_arn(&self.region, &d.stream_name))),
                 ("StreamStatus", Value::str(&d.status)),
-                ("StreamModeDetails", mode_details()),
+                ("StreamModeDetails", mode_details(&d.stream_mode)),
                 ("RetentionPeriodHours", Value::Int(d.retention_hours.into())),
                 ("StreamCreationTimestamp", Value::Timestamp(d.created_at_ms)),
                 ("EnhancedMonitoring", no_monitoring()),
                 ("EncryptionType", Value::str("NONE")),
                 ("OpenShardCount", Value::Int(open as i128)),
-                ("ConsumerCount", Value::Int(0)),
+                ("ConsumerCount", Value::Int(d.consumer_count.into())),
             ]),
         )]))
     }
@@ -336,7 +342,7 @@ impl Actions {
                     ("StreamName", Value::str(&d.stream_name)),
                     ("StreamARN", Value::str(stream_arn(&self.region, &d.stream_name))),
                     ("StreamStatus", Value::str(&d.status)),
-                    ("StreamModeDetails", mode_details()),
+                    ("StreamModeDetails", mode_details(&d.stream_mode)),
                     ("StreamCreationTimestamp", Value::Timestamp(d.created_at_ms)),
                 ]));
             }
@@ -411,12 +417,16 @@ impl Actions {
                 (name, start, filter)
             }
         };
+        if let Some(f) = &filter {
+            f.check()?;
+        }
         let d = self.describe(name.clone()).await?;
+        let horizon = (crate::now_ms() - i64::from(d.retention_hours) * 3_600_000).max(d.created_at_ms);
         let shards: Vec<&pb::Shard> = d
             .shards
             .iter()
             .filter(|s| after.as_ref().is_none_or(|a| s.shard_id.as_str() > a.as_str()))
-            .filter(|s| filter.as_ref().is_none_or(|f| f.admits(s)))
+            .filter(|s| filter.as_ref().is_none_or(|f| f.admits(s, horizon)))
             .collect();
         let max = max.unwrap_or(1_000) as usize;
         let page: Vec<&pb::Shard> = shards.iter().take(max).copied().collect();
@@ -706,18 +716,38 @@ pub struct ShardFilter {
 }
 
 impl ShardFilter {
-    fn admits(&self, s: &pb::Shard) -> bool {
+    /// Checks the members each filter type needs.
+    fn check(&self) -> Result<()> {
+        match self.kind.as_str() {
+            "AFTER_SHARD_ID" if self.shard_id.is_none() => {
+                Err(KinesisError::invalid_argument("ShardFilter of type AFTER_SHARD_ID needs a ShardId."))
+            }
+            "AT_TIMESTAMP" | "FROM_TIMESTAMP" if self.timestamp_ms.is_none() => {
+                Err(KinesisError::invalid_argument(format!(
+                    "ShardFilter of type {} needs a Timestamp.",
+                    self.kind
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether ListShards lists `s`; `horizon_ms` is the stream's trim horizon (now minus
+    /// retention, or its creation if younger).
+    fn admits(&self, s: &pb::Shard, horizon_ms: i64) -> bool {
         let open = s.ending_sequence_number.is_none();
+        // Open at `t`: opened by then and not closed before.
+        let open_at =
+            |t: i64| s.opened_at_ms.is_some_and(|o| o <= t) && s.closed_at_ms.is_none_or(|c| c >= t);
+        let open_from = |t: i64| s.closed_at_ms.is_none_or(|c| c >= t);
         match self.kind.as_str() {
             "AFTER_SHARD_ID" => self.shard_id.as_ref().is_none_or(|id| s.shard_id.as_str() > id.as_str()),
             "AT_LATEST" => open,
-            // Every shard still held: closed shards are listed until retention removes them.
-            "AT_TRIM_HORIZON" | "FROM_TRIM_HORIZON" => true,
-            // Shards are not timestamped yet: every held shard may have been open then.
-            _ => {
-                let _ = self.timestamp_ms;
-                true
-            }
+            "AT_TRIM_HORIZON" => open_at(horizon_ms),
+            "AT_TIMESTAMP" => open_at(self.timestamp_ms.unwrap_or(0)),
+            "FROM_TIMESTAMP" => open_from(self.timestamp_ms.unwrap_or(0)),
+            // FROM_TRIM_HORIZON: every shard still held (closed ones go once expired).
+            _ => true,
         }
     }
 }

@@ -5,6 +5,7 @@
 
 mod actions;
 mod error;
+mod settings;
 mod token;
 mod wire;
 

@@ -310,6 +310,21 @@ impl Input {
         }
     }
 
+    pub fn strings(&mut self, name: &str) -> Result<Option<Vec<String>>, KinesisError> {
+        match self.take(name) {
+            None => Ok(None),
+            Some(Value::List(items)) => items
+                .into_iter()
+                .map(|v| match v {
+                    Value::Str(s) => Ok(s),
+                    v => Err(self.wrong(name, "a list of strings", &v)),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            Some(v) => Err(self.wrong(name, "a list", &v)),
+        }
+    }
+
     pub fn structure(&mut self, name: &str) -> Result<Option<Input>, KinesisError> {
         let path = self.field(name);
         self.take(name).map(|v| Input::at(v, path)).transpose()
