@@ -47,8 +47,16 @@ def free_port():
 
 
 class Cluster:
-    def __init__(self, nodes=3):
+    def __init__(self, nodes=3, credentials=None):
+        """credentials: {access_key_id: secret}; the Kinesis API then checks SigV4."""
         self.dir = tempfile.mkdtemp(prefix="freshet-py-")
+        extra = []
+        if credentials:
+            path = os.path.join(self.dir, "credentials")
+            with open(path, "w") as f:
+                f.write("# access key id, secret access key\n")
+                f.writelines(f"{k} {v}\n" for k, v in credentials.items())
+            extra = ["--credentials-file", path]
         self.grpc = {i: free_port() for i in range(1, nodes + 1)}
         self.http = {i: free_port() for i in range(1, nodes + 1)}
         peers = ",".join(f"{i}=127.0.0.1:{p}" for i, p in self.grpc.items())
@@ -63,6 +71,7 @@ class Cluster:
                     "--kinesis-listen", f"127.0.0.1:{self.http[i]}",
                     "--peers", peers,
                     "--data-dir", os.path.join(self.dir, f"node{i}"),
+                    *extra,
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -77,15 +86,15 @@ class Cluster:
     def endpoint(self, node=1):
         return f"http://127.0.0.1:{self.http[node]}"
 
-    def client(self, node=1, validate=True):
+    def client(self, node=1, validate=True, key=("AKIDEXAMPLE", "secret")):
         """A boto3 Kinesis client for one node. validate=False turns off botocore's own
         parameter checks so that bad input reaches the server."""
         return boto3.client(
             "kinesis",
             endpoint_url=self.endpoint(node),
             region_name="us-east-1",
-            aws_access_key_id="AKIDEXAMPLE",
-            aws_secret_access_key="secret",
+            aws_access_key_id=key[0],
+            aws_secret_access_key=key[1],
             config=botocore.config.Config(
                 parameter_validation=validate, retries={"max_attempts": 2, "mode": "standard"}
             ),

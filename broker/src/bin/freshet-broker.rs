@@ -26,6 +26,10 @@ struct Args {
     /// Not served when unset.
     #[arg(long, env = "FRESHET_KINESIS_LISTEN")]
     kinesis_listen: Option<SocketAddr>,
+    /// A file of `ACCESS_KEY_ID SECRET_ACCESS_KEY` lines: the Kinesis API then accepts only
+    /// requests signed (SigV4) by one of them. Without it any signature is accepted.
+    #[arg(long, env = "FRESHET_CREDENTIALS_FILE")]
+    credentials_file: Option<PathBuf>,
     /// AWS region named in the stream ARNs the Kinesis API returns.
     #[arg(long, env = "FRESHET_REGION", default_value = "us-east-1")]
     region: String,
@@ -136,12 +140,23 @@ async fn main() -> anyhow::Result<()> {
     let (stopping, stop) = tokio::sync::watch::channel(false);
     if let Some(addr) = args.kinesis_listen {
         let listener = freshet_broker::api::kinesis::bind(addr).await?;
-        tracing::info!("node {} serving the Kinesis API on {}", id, addr);
+        let credentials = match &args.credentials_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|text| freshet_broker::api::kinesis::Credentials::parse(&text))
+                    .with_context(|| format!("reading --credentials-file {}", path.display()))?,
+            ),
+            None => None,
+        };
+        let checked = if credentials.is_some() { "SigV4 checked" } else { "any signature accepted" };
+        tracing::info!("node {} serving the Kinesis API on {} ({checked})", id, addr);
         let mut stop = stop.clone();
         tokio::spawn(freshet_broker::api::kinesis::serve(
             node.clone(),
             listener,
             args.region.clone(),
+            credentials,
             async move {
                 let _ = stop.wait_for(|s| *s).await;
             },

@@ -145,6 +145,8 @@ fn no_monitoring() -> Value {
 pub struct Actions {
     pub api: Api,
     pub region: String,
+    /// When set, every request must carry a valid SigV4 signature by one of these keys.
+    pub credentials: Option<super::Credentials>,
 }
 
 impl Actions {

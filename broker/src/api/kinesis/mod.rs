@@ -4,12 +4,14 @@
 //! in-process, so both APIs share validation, routing to shard leaders and semantics.
 
 mod actions;
+mod auth;
 mod error;
 mod settings;
 mod token;
 mod wire;
 
 pub use actions::stream_arn;
+pub use auth::Credentials;
 pub use error::KinesisError;
 
 use crate::api::grpc::Api;
@@ -44,9 +46,10 @@ pub async fn serve(
     node: Arc<Node>,
     listener: tokio::net::TcpListener,
     region: String,
+    credentials: Option<Credentials>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let actions = Arc::new(Actions { api: Api::new(node), region });
+    let actions = Arc::new(Actions { api: Api::new(node), region, credentials });
     tokio::pin!(shutdown);
     loop {
         let (stream, _) = tokio::select! {
@@ -125,7 +128,8 @@ async fn answer(
             )))
         }
     };
-    let body = Limited::new(req.into_body(), MAX_BODY_BYTES);
+    let (parts, body) = req.into_parts();
+    let body = Limited::new(body, MAX_BODY_BYTES);
     let body = match tokio::time::timeout(READ_TIMEOUT, body.collect()).await {
         Err(_) => return Err(KinesisError::new(408, "RequestTimeoutException", "The request body took too long to arrive.")),
         Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
@@ -138,6 +142,9 @@ async fn answer(
         Ok(Err(e)) => return Err(KinesisError::serialization(format!("The request body could not be read: {e}"))),
         Ok(Ok(b)) => b.to_bytes(),
     };
+    if let Some(creds) = &actions.credentials {
+        auth::verify(creds, &parts, &body, crate::now_ms())?;
+    }
     let input = Input::new(wire::decode(format, &body)?)?;
     actions.run(&action, format, input).await
 }
