@@ -65,3 +65,38 @@ impl Client {
         }
     }
 }
+
+/// A record as a user wrote it: KPL aggregates are unpacked into their user records, which
+/// share the Kinesis record's sequence number and are told apart by `sub_sequence`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    pub sequence_number: String,
+    pub sub_sequence: Option<u64>,
+    pub partition_key: String,
+    pub data: Vec<u8>,
+    pub approximate_arrival_timestamp_ms: i64,
+}
+
+/// Unpacks KPL aggregates (`crate::kpl`); other records pass through as they are.
+pub fn user_records(records: &[pb::Record]) -> Vec<UserRecord> {
+    let mut out = Vec::with_capacity(records.len());
+    for r in records {
+        match crate::kpl::deaggregate(&r.data) {
+            Some(users) => out.extend(users.into_iter().map(|u| UserRecord {
+                sequence_number: r.sequence_number.clone(),
+                sub_sequence: Some(u.sub_sequence),
+                partition_key: u.partition_key,
+                data: u.data,
+                approximate_arrival_timestamp_ms: r.approximate_arrival_timestamp_ms,
+            })),
+            None => out.push(UserRecord {
+                sequence_number: r.sequence_number.clone(),
+                sub_sequence: None,
+                partition_key: r.partition_key.clone(),
+                data: r.data.clone(),
+                approximate_arrival_timestamp_ms: r.approximate_arrival_timestamp_ms,
+            }),
+        }
+    }
+    out
+}

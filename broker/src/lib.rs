@@ -11,6 +11,7 @@ pub mod client;
 pub mod error;
 pub mod hashkey;
 pub mod iterator;
+pub mod kpl;
 pub mod limits;
 pub mod meta;
 pub mod node;

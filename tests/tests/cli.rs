@@ -160,3 +160,33 @@ async fn errors_say_what_went_wrong() {
     assert!(!stopped.status.success());
     assert!(String::from_utf8_lossy(&stopped.stderr).contains("make run"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_unpacks_kpl_aggregated_records() {
+    use freshet_tests::freshet_broker::{kpl, pb};
+    let cluster = Cluster::start(3).await;
+    cluster.create_stream("kpl", 1, freshet_tests::unlimited()).await;
+    // One Kinesis record holding three user records, stored untouched...
+    let packed = kpl::aggregate(&[("user-1", b"first"), ("user-2", b"second"), ("user-1", b"third")]);
+    let mut api = cluster.client(1).api;
+    let put = pb::PutRecordRequest {
+        stream_name: "kpl".into(),
+        partition_key: "agg".into(),
+        data: packed.clone(),
+        explicit_hash_key: None,
+    };
+    api.put_record(put.clone()).await.unwrap();
+    api.put_record(pb::PutRecordRequest { data: b"plain".to_vec(), ..put }).await.unwrap();
+    let stored = freshet_tests::read_all(&cluster.client(2), "kpl").await;
+    assert_eq!(stored["shardId-000000000000"][0].data, packed);
+    // ...and unpacked by the reader, each with its own key and subsequence number.
+    let (ok, out, err) = freshet(&cluster, &["read", "kpl", "--from", "trim-horizon"], None);
+    assert!(ok, "{err}");
+    assert_eq!(out, "first\nsecond\nthird\nplain\n");
+    let (ok, out, _) = freshet(&cluster, &["read", "kpl", "-v", "--from", "trim-horizon"], None);
+    assert!(ok);
+    let fields: Vec<Vec<&str>> = out.lines().map(|l| l.split(' ').collect()).collect();
+    assert!(fields[0][1].ends_with(".0") && fields[2][1].ends_with(".2"), "{out}");
+    assert_eq!((fields[1][3], fields[1][4]), ("user-2", "second"));
+    assert!(!fields[3][1].contains('.'), "a plain record has no subsequence: {out}");
+}

@@ -423,16 +423,23 @@ fn parse_from(from: &str) -> anyhow::Result<(pb::IteratorType, Option<String>, O
     })
 }
 
+/// Prints a record's user records (a KPL aggregate holds several), one per line; with
+/// `verbose`, prefixed by shard, sequence number (`.sub` inside an aggregate), arrival ms
+/// and partition key.
 fn print_record(out: &mut impl Write, shard: &str, r: &pb::Record, verbose: bool) -> std::io::Result<()> {
-    if verbose {
-        write!(
-            out,
-            "{shard} {} {} {} ",
-            r.sequence_number, r.approximate_arrival_timestamp_ms, r.partition_key
-        )?;
+    for u in freshet_broker::client::user_records(std::slice::from_ref(r)) {
+        if verbose {
+            let sub = u.sub_sequence.map(|s| format!(".{s}")).unwrap_or_default();
+            write!(
+                out,
+                "{shard} {}{sub} {} {} ",
+                u.sequence_number, u.approximate_arrival_timestamp_ms, u.partition_key
+            )?;
+        }
+        out.write_all(&u.data)?;
+        out.write_all(b"\n")?;
     }
-    out.write_all(&r.data)?;
-    out.write_all(b"\n")
+    Ok(())
 }
 
 async fn read(
