@@ -233,3 +233,83 @@ async fn a_split_and_a_merge_under_sdk_producers_lose_and_reorder_nothing() {
         assert!(firsts.windows(2).all(|w| w[0] < w[1]), "{key} out of order: {got:?}");
     }
 }
+
+/// Enhanced fan-out: a registered consumer's SubscribeToShard pushes records as they are
+/// written, framed as an AWS event stream that the SDK's own decoder reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_to_shard_pushes_records_to_a_registered_consumer() {
+    use aws_sdk_kinesis::types::{StartingPosition, SubscribeToShardEventStream};
+    let cluster = Cluster::start(3).await;
+    let k = sdk(cluster.brokers[0].kinesis_endpoint());
+    k.create_stream().stream_name("fanout").shard_count(1).send().await.unwrap();
+    wait_active(&k, "fanout").await;
+    k.put_record()
+        .stream_name("fanout")
+        .partition_key("k")
+        .data(Blob::new(b"before".to_vec()))
+        .send()
+        .await
+        .unwrap();
+    let arn = k
+        .describe_stream_summary()
+        .stream_name("fanout")
+        .send()
+        .await
+        .unwrap()
+        .stream_description_summary()
+        .unwrap()
+        .stream_arn()
+        .to_string();
+    let consumer = k.register_stream_consumer().stream_arn(&arn).consumer_name("app").send().await.unwrap();
+    let consumer_arn = consumer.consumer().unwrap().consumer_arn().to_string();
+
+    let subscriber = sdk(cluster.brokers[2].kinesis_endpoint());
+    let start = StartingPosition::builder().r#type(ShardIteratorType::TrimHorizon).build().unwrap();
+    let out = subscriber
+        .subscribe_to_shard()
+        .consumer_arn(&consumer_arn)
+        .shard_id("shardId-000000000000")
+        .starting_position(start.clone())
+        .send()
+        .await
+        .unwrap();
+    let mut events = out.event_stream;
+    for i in 0..5 {
+        k.put_record()
+            .stream_name("fanout")
+            .partition_key("k")
+            .data(Blob::new(format!("live-{i}").into_bytes()))
+            .send()
+            .await
+            .unwrap();
+    }
+    let mut got = Vec::new();
+    let mut continuation = String::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got.len() < 6 {
+        assert!(Instant::now() < deadline, "only {got:?} arrived");
+        match tokio::time::timeout(Duration::from_secs(10), events.recv()).await {
+            Ok(Ok(Some(SubscribeToShardEventStream::SubscribeToShardEvent(e)))) => {
+                got.extend(
+                    e.records().iter().map(|r| String::from_utf8(r.data().as_ref().to_vec()).unwrap()),
+                );
+                continuation = e.continuation_sequence_number().to_string();
+            }
+            Ok(Ok(Some(_))) => {}
+            other => panic!("the subscription ended early: {other:?}"),
+        }
+    }
+    assert_eq!(got, ["before", "live-0", "live-1", "live-2", "live-3", "live-4"]);
+    assert!(!continuation.is_empty());
+
+    let unknown = subscriber
+        .subscribe_to_shard()
+        .consumer_arn(format!("{arn}/consumer/nobody:1"))
+        .shard_id("shardId-000000000000")
+        .starting_position(start)
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(unknown.is_resource_not_found_exception(), "{unknown:?}");
+}

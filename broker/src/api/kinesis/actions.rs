@@ -23,7 +23,6 @@ const NOT_YET: &[&str] = &[
     "PutResourcePolicy",
     "StartStreamEncryption",
     "StopStreamEncryption",
-    "SubscribeToShard",
     "TagResource",
     "UntagResource",
     "UpdateAccountSettings",
@@ -119,7 +118,7 @@ fn shard_value(s: &pb::Shard) -> Value {
     ])
 }
 
-fn child_shard_value(c: &pb::ChildShard) -> Value {
+pub(super) fn child_shard_value(c: &pb::ChildShard) -> Value {
     Value::map([
         ("ShardId", Value::str(&c.shard_id)),
         ("ParentShards", Value::List(c.parent_shards.iter().map(Value::str).collect())),

@@ -7,6 +7,7 @@ mod actions;
 mod auth;
 mod error;
 mod settings;
+mod subscribe;
 mod token;
 mod wire;
 
@@ -18,7 +19,8 @@ use crate::api::grpc::Api;
 use crate::node::Node;
 use actions::Actions;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -86,33 +88,48 @@ fn request_id() -> String {
     format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
 }
 
-async fn handle(actions: &Actions, req: Request<Incoming>) -> Response<Full<Bytes>> {
+type Body = UnsyncBoxBody<Bytes, std::convert::Infallible>;
+
+/// What a call answers: one body, or (SubscribeToShard) a stream of event frames.
+enum Answer {
+    Value(wire::Value),
+    Events(futures::stream::BoxStream<'static, Bytes>),
+}
+
+async fn handle(actions: &Actions, req: Request<Incoming>) -> Response<Body> {
     let id = request_id();
     let format = Format::of_content_type(req.headers().get("content-type").and_then(|v| v.to_str().ok()));
-    let (status, body, error) = match answer(actions, format, req).await {
-        Ok(value) => (200, wire::encode(format, &value), None),
+    let response = Response::builder().header("x-amzn-RequestId", &id);
+    let (response, body) = match answer(actions, format, req).await {
+        Ok(Answer::Value(value)) => (
+            response.status(200).header("content-type", format.content_type()),
+            Full::new(Bytes::from(wire::encode(format, &value))).boxed_unsync(),
+        ),
+        Ok(Answer::Events(events)) => {
+            use futures::StreamExt;
+            let frames = events.map(|b| Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(b)));
+            (
+                response.status(200).header("content-type", "application/vnd.amazon.eventstream"),
+                BodyExt::boxed_unsync(StreamBody::new(frames)),
+            )
+        }
         Err(e) => {
             if e.status >= 500 {
                 tracing::warn!(request = %id, "Kinesis API {}: {}", e.kind, e.message);
             }
-            (e.status, e.body(format), Some(e.kind))
+            (
+                response
+                    .status(e.status)
+                    .header("content-type", format.content_type())
+                    .header("x-amzn-ErrorType", e.kind),
+                Full::new(Bytes::from(e.body(format))).boxed_unsync(),
+            )
         }
     };
-    let mut response = Response::builder()
-        .status(status)
-        .header("content-type", format.content_type())
-        .header("x-amzn-RequestId", &id);
-    if let Some(kind) = error {
-        response = response.header("x-amzn-ErrorType", kind);
-    }
-    response.body(Full::new(Bytes::from(body))).expect("valid response parts")
+    response.body(body).expect("valid response parts")
 }
 
-async fn answer(
-    actions: &Actions,
-    format: Format,
-    req: Request<Incoming>,
-) -> Result<wire::Value, KinesisError> {
+async fn answer(actions: &Actions, format: Format, req: Request<Incoming>) -> Result<Answer, KinesisError> {
     if req.method() != hyper::Method::POST {
         return Err(KinesisError::unknown_operation(format!(
             "{} is not a Kinesis call: Kinesis calls are POST / with an X-Amz-Target header.",
@@ -146,5 +163,9 @@ async fn answer(
         auth::verify(creds, &parts, &body, crate::now_ms())?;
     }
     let input = Input::new(wire::decode(format, &body)?)?;
-    actions.run(&action, format, input).await
+    if action == "SubscribeToShard" {
+        use futures::StreamExt;
+        return Ok(Answer::Events(actions.subscribe_to_shard(input, format).await?.boxed()));
+    }
+    Ok(Answer::Value(actions.run(&action, format, input).await?))
 }

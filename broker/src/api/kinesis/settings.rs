@@ -16,7 +16,7 @@ fn consumer_arn(region: &str, stream: &str, c: &Consumer) -> String {
 }
 
 /// The stream and consumer names inside a consumer ARN.
-fn parse_consumer_arn(arn: &str) -> Option<(String, String)> {
+pub(super) fn parse_consumer_arn(arn: &str) -> Option<(String, String)> {
     let (stream_part, consumer_part) = arn.split_once("/consumer/")?;
     let stream = stream_part.rsplit_once(":stream/")?.1;
     let name = consumer_part.rsplit_once(':').map_or(consumer_part, |(n, _)| n);
