@@ -438,3 +438,26 @@ def test_on_demand_retention_tags_mode_and_consumers(kinesis):
     assert code == "ResourceNotFoundException"
     kinesis.delete_stream(StreamName="settings", EnforceConsumerDeletion=True)
     kinesis.get_waiter("stream_not_exists").wait(StreamName="settings", WaiterConfig={"Delay": 1, "MaxAttempts": 30})
+
+
+def test_huge_headers_and_stalled_clients_harm_no_one(cluster, kinesis):
+    import socket
+
+    port = int(cluster.endpoint(1).rsplit(":", 1)[1])
+    # A stalled client: headers begun, never finished, connection held open.
+    stalled = socket.create_connection(("127.0.0.1", port))
+    stalled.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: Kinesis_20131202.ListStreams\r\n")
+    # A client whose headers are far over the limit gets an error and its connection closed.
+    huge = socket.create_connection(("127.0.0.1", port), timeout=10)
+    huge.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nX-Junk: " + b"a" * (256 << 10) + b"\r\n\r\n")
+    reply = b""
+    try:
+        while chunk := huge.recv(65536):
+            reply += chunk
+    except (ConnectionResetError, socket.timeout):
+        pass
+    assert reply == b"" or reply.split(b" ")[1] in (b"400", b"413", b"431"), reply[:100]
+    # Meanwhile everyone else is served as usual.
+    assert "StreamNames" in kinesis.list_streams()
+    stalled.close()
+    huge.close()

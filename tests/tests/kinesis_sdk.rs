@@ -313,3 +313,96 @@ async fn subscribe_to_shard_pushes_records_to_a_registered_consumer() {
         .into_service_error();
     assert!(unknown.is_resource_not_found_exception(), "{unknown:?}");
 }
+
+/// A subscriber on a shard that is split sees the shard end with its ChildShards, and
+/// subscribing to the children continues the stream: nothing written before or after the
+/// split is missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_ends_with_the_child_shards_of_a_split() {
+    use aws_sdk_kinesis::types::{StartingPosition, SubscribeToShardEventStream};
+    let cluster = Cluster::start(3).await;
+    let k = sdk(cluster.brokers[0].kinesis_endpoint());
+    k.create_stream().stream_name("reshape").shard_count(1).send().await.unwrap();
+    wait_active(&k, "reshape").await;
+    let arn = "arn:aws:kinesis:us-east-1:000000000000:stream/reshape".to_string();
+    let c = k.register_stream_consumer().stream_arn(&arn).consumer_name("kcl").send().await.unwrap();
+    let consumer_arn = c.consumer().unwrap().consumer_arn().to_string();
+    let put = |i: u32| {
+        let k = k.clone();
+        async move {
+            k.put_record()
+                .stream_name("reshape")
+                .partition_key("same-key")
+                .data(Blob::new(format!("r{i}").into_bytes()))
+                .send()
+                .await
+                .unwrap();
+        }
+    };
+    for i in 0..3 {
+        put(i).await;
+    }
+    let from_start = StartingPosition::builder().r#type(ShardIteratorType::TrimHorizon).build().unwrap();
+    let out = k
+        .subscribe_to_shard()
+        .consumer_arn(&consumer_arn)
+        .shard_id("shardId-000000000000")
+        .starting_position(from_start.clone())
+        .send()
+        .await
+        .unwrap();
+    let mid = (1u128 << 127).to_string();
+    k.split_shard()
+        .stream_name("reshape")
+        .shard_to_split("shardId-000000000000")
+        .new_starting_hash_key(&mid)
+        .send()
+        .await
+        .unwrap();
+    wait_active(&k, "reshape").await;
+    for i in 3..6 {
+        put(i).await;
+    }
+
+    // The parent's events end with its children named.
+    let mut events = out.event_stream;
+    let mut got = Vec::new();
+    let children = loop {
+        match tokio::time::timeout(Duration::from_secs(20), events.recv()).await {
+            Ok(Ok(Some(SubscribeToShardEventStream::SubscribeToShardEvent(e)))) => {
+                got.extend(
+                    e.records().iter().map(|r| String::from_utf8(r.data().as_ref().to_vec()).unwrap()),
+                );
+                if !e.child_shards().is_empty() {
+                    break e.child_shards().iter().map(|c| c.shard_id().to_string()).collect::<Vec<_>>();
+                }
+            }
+            Ok(Ok(Some(_))) => {}
+            other => panic!("the parent's subscription ended without ChildShards: {other:?} after {got:?}"),
+        }
+    };
+    assert_eq!(got, ["r0", "r1", "r2"]);
+    assert_eq!(children.len(), 2, "{children:?}");
+    // The key's later records are in the child whose range holds its hash, from its start.
+    let hash = freshet_tests::freshet_broker::hashkey::hash_partition_key("same-key");
+    let child = if hash < (1u128 << 127) { &children[0] } else { &children[1] };
+    let out = k
+        .subscribe_to_shard()
+        .consumer_arn(&consumer_arn)
+        .shard_id(child)
+        .starting_position(from_start)
+        .send()
+        .await
+        .unwrap();
+    let mut events = out.event_stream;
+    let mut later = Vec::new();
+    while later.len() < 3 {
+        match tokio::time::timeout(Duration::from_secs(20), events.recv()).await {
+            Ok(Ok(Some(SubscribeToShardEventStream::SubscribeToShardEvent(e)))) => later
+                .extend(e.records().iter().map(|r| String::from_utf8(r.data().as_ref().to_vec()).unwrap())),
+            Ok(Ok(Some(_))) => {}
+            other => panic!("the child's subscription ended early: {other:?} after {later:?}"),
+        }
+    }
+    assert_eq!(later, ["r3", "r4", "r5"]);
+}
