@@ -406,3 +406,52 @@ async fn a_subscription_ends_with_the_child_shards_of_a_split() {
     }
     assert_eq!(later, ["r3", "r4", "r5"]);
 }
+
+/// With a certificate configured, the Kinesis API speaks TLS (the KPL only speaks TLS):
+/// the SDK, trusting that certificate, works over https; plain http no longer does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kinesis_api_serves_tls_with_a_configured_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let (cert_pem, key_pem) = (cert.cert.pem(), cert.key_pair.serialize_pem());
+    std::fs::write(dir.path().join("cert.pem"), &cert_pem).unwrap();
+    std::fs::write(dir.path().join("key.pem"), &key_pem).unwrap();
+    let cert_path = dir.path().join("cert.pem").display().to_string();
+    let key_path = dir.path().join("key.pem").display().to_string();
+    let cluster = Cluster::start_with(
+        3,
+        &[("FRESHET_KINESIS_TLS_CERT", cert_path.as_str()), ("FRESHET_KINESIS_TLS_KEY", key_path.as_str())],
+    )
+    .await;
+    let trust = tls::TrustStore::empty().with_pem_certificate(cert_pem.into_bytes());
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+        .tls_context(tls::TlsContext::builder().with_trust_store(trust).build().unwrap())
+        .build_https();
+    let endpoint = format!("https://{}", cluster.brokers[1].kinesis_addr);
+    let conf = aws_sdk_kinesis::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new("AKIDEXAMPLE", "secret", None, None, "test"))
+        .http_client(http)
+        .build();
+    let k = Client::from_conf(conf);
+    k.create_stream().stream_name("secure").shard_count(1).send().await.unwrap();
+    wait_active(&k, "secure").await;
+    let put = k
+        .put_record()
+        .stream_name("secure")
+        .partition_key("k")
+        .data(Blob::new(b"over tls".to_vec()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        read_shard(&k, "secure", put.shard_id()).await,
+        vec![("k".to_string(), "over tls".to_string())]
+    );
+    // The same port in plain http is refused at the handshake.
+    let plain = sdk(cluster.brokers[1].kinesis_endpoint());
+    assert!(plain.list_streams().send().await.is_err());
+}

@@ -30,6 +30,12 @@ struct Args {
     /// requests signed (SigV4) by one of them. Without it any signature is accepted.
     #[arg(long, env = "FRESHET_CREDENTIALS_FILE")]
     credentials_file: Option<PathBuf>,
+    /// PEM certificate chain: the Kinesis API then speaks TLS (HTTP/2 or HTTP/1.1 by ALPN).
+    #[arg(long, env = "FRESHET_KINESIS_TLS_CERT", requires = "kinesis_tls_key")]
+    kinesis_tls_cert: Option<PathBuf>,
+    /// PEM private key of --kinesis-tls-cert.
+    #[arg(long, env = "FRESHET_KINESIS_TLS_KEY", requires = "kinesis_tls_cert")]
+    kinesis_tls_key: Option<PathBuf>,
     /// AWS region named in the stream ARNs the Kinesis API returns.
     #[arg(long, env = "FRESHET_REGION", default_value = "us-east-1")]
     region: String,
@@ -149,18 +155,18 @@ async fn main() -> anyhow::Result<()> {
             ),
             None => None,
         };
+        let tls = match (&args.kinesis_tls_cert, &args.kinesis_tls_key) {
+            (Some(cert), Some(key)) => Some(freshet_broker::api::kinesis::tls_acceptor(cert, key)?),
+            _ => None,
+        };
         let checked = if credentials.is_some() { "SigV4 checked" } else { "any signature accepted" };
-        tracing::info!("node {} serving the Kinesis API on {} ({checked})", id, addr);
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tracing::info!("node {} serving the Kinesis API on {scheme}://{} ({checked})", id, addr);
         let mut stop = stop.clone();
-        tokio::spawn(freshet_broker::api::kinesis::serve(
-            node.clone(),
-            listener,
-            args.region.clone(),
-            credentials,
-            async move {
-                let _ = stop.wait_for(|s| *s).await;
-            },
-        ));
+        let options = freshet_broker::api::kinesis::Options { region: args.region.clone(), credentials, tls };
+        tokio::spawn(freshet_broker::api::kinesis::serve(node.clone(), listener, options, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }));
     }
     let leaving = node.clone();
     let shutdown = async move {

@@ -43,14 +43,64 @@ pub async fn bind(listen: SocketAddr) -> anyhow::Result<tokio::net::TcpListener>
         .with_context(|| format!("binding the Kinesis API to {listen} (--kinesis-listen)"))
 }
 
+/// How a node serves the Kinesis API.
+pub struct Options {
+    /// Named in the ARNs it returns.
+    pub region: String,
+    /// When set, only SigV4-signed requests by these keys are served.
+    pub credentials: Option<Credentials>,
+    /// When set, connections are TLS (HTTP/2 or HTTP/1.1 by ALPN).
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+/// A TLS acceptor from PEM files: the certificate chain and its private key.
+pub fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    use anyhow::Context;
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls;
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .with_context(|| format!("reading the certificate chain {}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("reading the private key {}", key.display()))?;
+    let mut config =
+        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .context("the certificate and the private key do not belong together")?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Serves one connection (plain or TLS) until the client leaves.
+async fn serve_connection<IO>(io: IO, actions: Arc<Actions>)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(READ_TIMEOUT).max_buf_size(64 << 10);
+    builder.http2().max_header_list_size(64 << 10);
+    let service = hyper::service::service_fn(move |req| {
+        let actions = actions.clone();
+        async move { Ok::<_, std::convert::Infallible>(handle(&actions, req).await) }
+    });
+    // A client that goes away mid-request is not an error of ours.
+    let _ = builder.serve_connection(TokioIo::new(io), service).await;
+}
+
 /// Serves the Kinesis API on `listener` until `shutdown` resolves.
 pub async fn serve(
     node: Arc<Node>,
     listener: tokio::net::TcpListener,
-    region: String,
-    credentials: Option<Credentials>,
+    options: Options,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    let Options { region, credentials, tls } = options;
     let actions = Arc::new(Actions { api: Api::new(node), region, credentials });
     tokio::pin!(shutdown);
     loop {
@@ -68,16 +118,17 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let actions = actions.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            builder.http1().timer(TokioTimer::new()).header_read_timeout(READ_TIMEOUT).max_buf_size(64 << 10);
-            builder.http2().max_header_list_size(64 << 10);
-            let service = hyper::service::service_fn(move |req| {
-                let actions = actions.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(&actions, req).await) }
-            });
-            // A client that goes away mid-request is not an error of ours.
-            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+            match tls {
+                None => serve_connection(stream, actions).await,
+                // The handshake gets the same deadline as a request's headers.
+                Some(tls) => {
+                    if let Ok(Ok(stream)) = tokio::time::timeout(READ_TIMEOUT, tls.accept(stream)).await {
+                        serve_connection(stream, actions).await;
+                    }
+                }
+            }
         });
     }
 }
