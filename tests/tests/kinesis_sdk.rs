@@ -13,9 +13,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 fn sdk(endpoint: String) -> Client {
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
-        .build_https();
+    sdk_with(
+        endpoint,
+        aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+            .build_https(),
+    )
+}
+
+/// An SDK client of `endpoint` over the given HTTP client (TLS settings, for one).
+fn sdk_with(endpoint: String, http: aws_sdk_kinesis::config::SharedHttpClient) -> Client {
     let conf = aws_sdk_kinesis::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
@@ -428,15 +435,7 @@ async fn the_kinesis_api_serves_tls_with_a_configured_certificate() {
         .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
         .tls_context(tls::TlsContext::builder().with_trust_store(trust).build().unwrap())
         .build_https();
-    let endpoint = format!("https://{}", cluster.brokers[1].kinesis_addr);
-    let conf = aws_sdk_kinesis::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new("AKIDEXAMPLE", "secret", None, None, "test"))
-        .http_client(http)
-        .build();
-    let k = Client::from_conf(conf);
+    let k = sdk_with(format!("https://{}", cluster.brokers[1].kinesis_addr), http);
     k.create_stream().stream_name("secure").shard_count(1).send().await.unwrap();
     wait_active(&k, "secure").await;
     let put = k

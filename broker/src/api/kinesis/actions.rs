@@ -118,6 +118,16 @@ fn shard_value(s: &pb::Shard) -> Value {
     ])
 }
 
+/// A record as GetRecords and SubscribeToShard return it.
+pub(super) fn record_value(r: pb::Record) -> Value {
+    Value::map([
+        ("SequenceNumber", Value::str(r.sequence_number)),
+        ("ApproximateArrivalTimestamp", Value::Timestamp(r.approximate_arrival_timestamp_ms)),
+        ("Data", Value::Bytes(r.data)),
+        ("PartitionKey", Value::str(r.partition_key)),
+    ])
+}
+
 pub(super) fn child_shard_value(c: &pb::ChildShard) -> Value {
     Value::map([
         ("ShardId", Value::str(&c.shard_id)),
@@ -607,18 +617,7 @@ impl Actions {
             }))
             .await?
             .into_inner();
-        let records = out
-            .records
-            .into_iter()
-            .map(|r| {
-                Value::map([
-                    ("SequenceNumber", Value::str(r.sequence_number)),
-                    ("ApproximateArrivalTimestamp", Value::Timestamp(r.approximate_arrival_timestamp_ms)),
-                    ("Data", Value::Bytes(r.data)),
-                    ("PartitionKey", Value::str(r.partition_key)),
-                ])
-            })
-            .collect();
+        let records = out.records.into_iter().map(record_value).collect();
         let children = if out.child_shards.is_empty() {
             Value::Null
         } else {

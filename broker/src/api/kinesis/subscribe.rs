@@ -51,18 +51,7 @@ fn exception(e: &KinesisError, format: Format) -> Bytes {
 }
 
 fn shard_event(e: pb::SubscribeEvent) -> Value {
-    let records = e
-        .records
-        .into_iter()
-        .map(|r| {
-            Value::map([
-                ("SequenceNumber", Value::str(r.sequence_number)),
-                ("ApproximateArrivalTimestamp", Value::Timestamp(r.approximate_arrival_timestamp_ms)),
-                ("Data", Value::Bytes(r.data)),
-                ("PartitionKey", Value::str(r.partition_key)),
-            ])
-        })
-        .collect();
+    let records = e.records.into_iter().map(super::actions::record_value).collect();
     let children = e.child_shards.iter().map(super::actions::child_shard_value).collect::<Vec<_>>();
     Value::map([
         ("Records", Value::List(records)),
