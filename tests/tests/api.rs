@@ -192,6 +192,48 @@ async fn every_iterator_type_starts_where_kinesis_says() {
     assert_eq!(rest[0].sequence_number, seqs[4]);
 }
 
+/// GetRecords returns at most 10 MiB; the next page starts at the first record left out
+/// (records just under 1 MiB, so the limit falls inside a PutRecords' entry with room
+/// left in the page).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_cut_at_ten_mib_continues_where_it_stopped() {
+    let cluster = Cluster::start(3).await;
+    cluster.create_stream("big", 1, unlimited()).await;
+    let client = cluster.client(1);
+    let mut api = client.api.clone();
+    let mib = |i: u8| vec![i; (1 << 20) - 1000];
+    for batch in [0..6u8, 6..12] {
+        let records = batch.map(|i| entry("k", mib(i))).collect();
+        let out = api
+            .put_records(pb::PutRecordsRequest { stream_name: "big".into(), records })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(out.failed_record_count, 0);
+    }
+    let it = client
+        .shard_iterator("big", "shardId-000000000000", IteratorType::TrimHorizon, None, None)
+        .await
+        .unwrap();
+    let first = api
+        .get_records(pb::GetRecordsRequest { shard_iterator: it, limit: None })
+        .await
+        .unwrap()
+        .into_inner();
+    let firsts: Vec<u8> = first.records.iter().map(|r| r.data[0]).collect();
+    assert_eq!(firsts, (0..10).collect::<Vec<u8>>(), "10 MiB fit in one page");
+    let second = api
+        .get_records(pb::GetRecordsRequest {
+            shard_iterator: first.next_shard_iterator.unwrap(),
+            limit: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let seconds: Vec<u8> = second.records.iter().map(|r| r.data[0]).collect();
+    assert_eq!(seconds, vec![10, 11], "the next page starts at the first record left out");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribe_pushes_records_as_they_commit() {
     let cluster = Cluster::start(3).await;

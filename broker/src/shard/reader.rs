@@ -97,6 +97,8 @@ impl ShardShared {
         let mut next = from.max(Position { log_index: state.first_index, position: 0 });
         let mut records = Vec::new();
         let mut bytes = 0usize;
+        // A limit stopped the read at `next`, which is where the next page starts.
+        let mut full = false;
         if next.log_index <= applied {
             let from = next;
             // Takes the records of one entry from `next` on; false once a limit is reached.
@@ -108,6 +110,7 @@ impl ShardShared {
                             || (bytes + r.data.len() > limits.max_bytes && !records.is_empty())
                         {
                             next = Position { log_index: index, position: pos as u16 };
+                            full = true;
                             return false;
                         }
                         if batch.arrival_ms >= limits.expired_before_ms {
@@ -141,7 +144,9 @@ impl ShardShared {
                     }
                 }
             }
-            if next.log_index <= applied && records.len() < limits.max_records && bytes < limits.max_bytes {
+            // Read to the end without reaching a limit, yet short of `applied`: the
+            // entries in between are gone (compacted), so the reader moves past them.
+            if !full && next.log_index <= applied {
                 next = Position { log_index: applied + 1, position: 0 };
             }
         }
