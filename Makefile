@@ -11,7 +11,7 @@ VENV         := $(CURDIR)/.venv
 # Pinned Python tools (NATS for the benchmark, Helm's Go SDK and Kubernetes' schemas for the tests).
 PY_REQUIREMENTS := tests/python/requirements.txt
 
-.PHONY: all deps build run test stress lint fmt bench venv crds e2e-kind clean
+.PHONY: all deps build run test stress fuzz lint fmt bench venv crds e2e-kind clean
 
 all: build
 
@@ -46,6 +46,11 @@ test: build venv
 stress: build
 	$(CARGO) test --$(PROFILE) -p freshet-tests --test durability --no-run
 	FRESHET_BIN=$(BIN) bash scripts/stress.sh
+
+## fuzz: the Kinesis request decoder, SigV4, tokens and KPL unpacking under cargo-fuzz
+## (nightly), FUZZ_SECONDS per target (300); not part of `make test`.
+fuzz: deps
+	bash scripts/fuzz.sh
 
 ## e2e-kind: kind cluster, images, helm install, a Stream, AWS CLI put/get, a scale-up (skips without Docker/kind).
 e2e-kind:

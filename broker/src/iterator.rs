@@ -55,7 +55,7 @@ impl ShardIterator {
         m.update(body);
         m.verify_truncated_left(tag).map_err(|_| invalid())?;
         let it: ShardIterator = bincode::deserialize(body).map_err(|_| invalid())?;
-        if now_ms - it.issued_ms > ITERATOR_TTL_MS {
+        if now_ms.saturating_sub(it.issued_ms) > ITERATOR_TTL_MS {
             return Err(Error::new(
                 ErrorKind::ExpiredIterator,
                 format!(

@@ -6,6 +6,8 @@
 mod actions;
 mod auth;
 mod error;
+#[doc(hidden)]
+pub mod fuzz;
 mod settings;
 mod subscribe;
 mod token;

@@ -39,7 +39,7 @@ impl NextToken {
             return Err(invalid());
         }
         let t: NextToken = bincode::deserialize(body).map_err(|_| invalid())?;
-        if now_ms - t.issued_ms > NEXT_TOKEN_TTL_MS {
+        if now_ms.saturating_sub(t.issued_ms) > NEXT_TOKEN_TTL_MS {
             return Err(KinesisError::new(
                 400,
                 "ExpiredNextTokenException",

@@ -188,6 +188,7 @@ fn to_cbor(v: &Value) -> ciborium::Value {
 /// The members of one request structure, taken out by name with their types checked.
 /// A member of the wrong type is a `SerializationException`, as in Kinesis; absent and
 /// `null` members are `None`. Unknown members are ignored.
+#[derive(Clone)]
 pub struct Input {
     members: Vec<(String, Value)>,
     /// Where this structure sits in the request, for messages (`records.3.member`).
