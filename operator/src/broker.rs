@@ -2,7 +2,7 @@
 
 use crate::desired::Plan;
 use freshet_broker::client::{pb, Client};
-use freshet_crds::stream::ShardLimitsMode;
+use freshet_crds::stream::{ShardLimitsMode, StreamMode};
 use freshet_crds::Stream;
 use std::sync::Arc;
 
@@ -26,7 +26,17 @@ pub struct Observed {
     pub closed_shards: u32,
     pub shards_without_leader: u32,
     pub retention_hours: u32,
+    /// `PROVISIONED` or `ON_DEMAND`, as Kinesis names the modes.
+    pub mode: String,
     pub open: Vec<crate::reshard::OpenShard>,
+}
+
+/// The brokers' name for a Stream's mode.
+pub fn kinesis_mode(stream: &Stream) -> &'static str {
+    match stream.spec.mode {
+        StreamMode::Provisioned => "PROVISIONED",
+        StreamMode::OnDemand => "ON_DEMAND",
+    }
 }
 
 pub struct Admin {
@@ -60,6 +70,7 @@ impl Admin {
                     shards_without_leader: open.iter().filter(|s| !led.contains(s.shard_id.as_str())).count()
                         as u32,
                     retention_hours: d.retention_hours,
+                    mode: if d.stream_mode.is_empty() { "PROVISIONED".into() } else { d.stream_mode.clone() },
                     open: open
                         .iter()
                         .filter_map(|s| {
@@ -95,6 +106,7 @@ impl Admin {
             shard_count: plan.shards,
             retention_hours: Some(stream.spec.retention_hours),
             replication_factor: Some(plan.replication),
+            stream_mode: kinesis_mode(stream).into(),
             // Enforced limits are Kinesis' defaults (the broker's); off means none at all.
             limits: (!enforce).then_some(pb::ShardLimits {
                 enforce: false,
@@ -120,6 +132,12 @@ impl Admin {
             scaling_type: "UNIFORM_SCALING".into(),
         };
         self.client.api.clone().update_shard_count(req).await.map(|_| ())
+    }
+
+    /// Switches `name` between PROVISIONED and ON_DEMAND.
+    pub async fn update_stream_mode(&self, name: &str, mode: &str) -> Result<(), tonic::Status> {
+        let req = pb::UpdateStreamModeRequest { stream_name: name.into(), stream_mode: mode.into() };
+        self.client.api.clone().update_stream_mode(req).await.map(|_| ())
     }
 
     pub async fn cluster_status(&self) -> Result<pb::ClusterStatusResponse, tonic::Status> {

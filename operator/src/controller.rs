@@ -389,11 +389,21 @@ async fn reshard_step(
     if observed.status != "ACTIVE" {
         return Ok(None);
     }
+    let broker = |status| Error::Broker { endpoint: (ctx.locate)(plan), status };
+    let mode = crate::broker::kinesis_mode(stream);
+    if observed.mode != mode {
+        admin.update_stream_mode(&plan.name, mode).await.map_err(broker)?;
+        let note = format!("stream mode {} -> {mode}", observed.mode);
+        ctx.event(stream, EventType::Normal, "StreamModeChanged", note.clone()).await;
+        return Ok(Some(Phase::Progressing { reason: "StreamModeChanging", message: note }));
+    }
     let open = observed.open.len();
     let target = match crate::reshard::scale_up_target(open, plan.shards) {
         Some(target) => target,
         None => {
-            if open as u32 <= plan.shards {
+            // An ON_DEMAND stream's brokers split its hot shards; merging them back would
+            // undo that, so only a PROVISIONED stream is scaled down.
+            if open as u32 <= plan.shards || mode == "ON_DEMAND" {
                 return Ok(None);
             }
             let since =
@@ -422,7 +432,6 @@ async fn reshard_step(
             }
         }
     };
-    let broker = |status| Error::Broker { endpoint: (ctx.locate)(plan), status };
     admin.update_shard_count(&plan.name, target).await.map_err(broker)?;
     let note = format!("UpdateShardCount {open} -> {target} open shards ({} declared)", plan.shards);
     ctx.event(stream, EventType::Normal, "ShardCountUpdating", note.clone()).await;
@@ -629,6 +638,7 @@ mod tests {
             closed_shards: 0,
             shards_without_leader: leaderless,
             retention_hours: 24,
+            mode: "PROVISIONED".into(),
             open: Vec::new(),
         }
     }

@@ -4,9 +4,12 @@
 
 use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType, StreamStatus};
+use aws_sdk_kinesis::types::{
+    PutRecordsRequestEntry, ScalingType, ShardIteratorType, StreamMode, StreamModeDetails, StreamStatus,
+};
 use aws_sdk_kinesis::Client;
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+use freshet_broker::hashkey::HashKeyRange;
 use freshet_tests::Cluster;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -215,14 +218,26 @@ async fn a_split_and_a_merge_under_sdk_producers_lose_and_reorder_nothing() {
     let shards = k.list_shards().stream_name("busy").send().await.unwrap();
     let ids: Vec<String> = shards.shards().iter().map(|s| s.shard_id().to_string()).collect();
     assert_eq!(ids.len(), 4, "{ids:?}");
+    let acked = acked.lock().unwrap().clone();
+    verify_every_acked_record_in_order(&k, "busy", &ids, &acked).await;
+}
+
+/// Reads `shards` in order (parents before children) and checks that every record in
+/// `acked` (key -> the `n`s of `"{key}:{n}"` data acknowledged) was read, and each key's
+/// in the order acknowledged. Retries may repeat a record, never reorder it.
+async fn verify_every_acked_record_in_order(
+    k: &Client,
+    stream: &str,
+    shards: &[String],
+    acked: &BTreeMap<String, Vec<u64>>,
+) {
     let mut seen: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    for id in &ids {
-        for (key, data) in read_shard(&k, "busy", id).await {
+    for id in shards {
+        for (key, data) in read_shard(k, stream, id).await {
             let n: u64 = data.rsplit_once(':').unwrap().1.parse().unwrap();
             seen.entry(key).or_default().push(n);
         }
     }
-    let acked = acked.lock().unwrap();
     let total: usize = acked.values().map(Vec::len).sum();
     assert!(total > 100, "only {total} records acknowledged");
     for (key, ns) in acked.iter() {
@@ -230,7 +245,6 @@ async fn a_split_and_a_merge_under_sdk_producers_lose_and_reorder_nothing() {
         let got_set: BTreeSet<u64> = got.iter().copied().collect();
         let missing: Vec<&u64> = ns.iter().filter(|n| !got_set.contains(n)).collect();
         assert!(missing.is_empty(), "{key}: acknowledged but not read: {missing:?}");
-        // Retries may repeat a record, never reorder: the first occurrences increase.
         let mut firsts = Vec::new();
         for n in &got {
             if firsts.last() != Some(n) && !firsts.contains(n) {
@@ -239,6 +253,163 @@ async fn a_split_and_a_merge_under_sdk_producers_lose_and_reorder_nothing() {
         }
         assert!(firsts.windows(2).all(|w| w[0] < w[1]), "{key} out of order: {got:?}");
     }
+}
+
+async fn open_shards(k: &Client, stream: &str) -> (i32, StreamStatus) {
+    let s = k.describe_stream_summary().stream_name(stream).send().await.unwrap();
+    let s = s.stream_description_summary().unwrap();
+    (s.open_shard_count(), s.stream_status().clone())
+}
+
+/// ON_DEMAND streams scale by themselves: a shard written at more than half its capacity
+/// for the configured window is split at the middle of its range while the producer keeps
+/// going (nothing acknowledged lost or reordered), cool shards stay as they are, a stream
+/// switched to ON_DEMAND with one shard grows to four, and none goes below four.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_demand_streams_split_hot_shards_and_keep_four_at_least() {
+    let cluster = Cluster::start_with(3, &[("FRESHET_ON_DEMAND_SPLIT_AFTER_SECS", "5")]).await;
+    let k = sdk(cluster.brokers[0].kinesis_endpoint());
+    let on_demand = || StreamModeDetails::builder().stream_mode(StreamMode::OnDemand).build().unwrap();
+    k.create_stream().stream_name("auto").stream_mode_details(on_demand()).send().await.unwrap();
+    wait_active(&k, "auto").await;
+    let refused = k
+        .update_shard_count()
+        .stream_name("auto")
+        .target_shard_count(8)
+        .scaling_type(ScalingType::UniformScaling)
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(
+        refused.is_invalid_argument_exception()
+            && refused.meta().message().unwrap_or_default().contains("PROVISIONED"),
+        "{refused:?}"
+    );
+
+    // One producer keeps shard 0 (the lowest quarter of the key space) above 1 MiB/s
+    // asked, 16 keys spread over its range; the limit throttles what is beyond capacity.
+    let acked: Arc<Mutex<BTreeMap<String, Vec<u64>>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let producer = {
+        let (k, acked, stop) = (sdk(cluster.brokers[1].kinesis_endpoint()), acked.clone(), stop.clone());
+        tokio::spawn(async move {
+            let pad = "x".repeat(6_000);
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let keys: Vec<(String, u128)> = (0..16u128).map(|j| (format!("k{j}"), j << 122)).collect();
+                let entries = keys
+                    .iter()
+                    .map(|(key, hash)| {
+                        PutRecordsRequestEntry::builder()
+                            .partition_key(key)
+                            .explicit_hash_key(hash.to_string())
+                            .data(Blob::new(format!("{pad}{key}:{n}").into_bytes()))
+                            .build()
+                            .unwrap()
+                    })
+                    .collect();
+                let Ok(out) = k.put_records().stream_name("auto").set_records(Some(entries)).send().await
+                else {
+                    continue;
+                };
+                let mut acked = acked.lock().unwrap();
+                for ((key, _), r) in keys.iter().zip(out.records()) {
+                    if r.error_code().is_none() {
+                        acked.entry(key.clone()).or_default().push(n);
+                    }
+                }
+                drop(acked);
+                n += 1;
+            }
+        })
+    };
+    let start = Instant::now();
+    while open_shards(&k, "auto").await != (5, StreamStatus::Active) {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the hot shard was never split:\n{}",
+            cluster.log_tails()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    producer.await.unwrap();
+
+    let shards = k.list_shards().stream_name("auto").send().await.unwrap();
+    let ids: Vec<String> = shards.shards().iter().map(|s| s.shard_id().to_string()).collect();
+    assert_eq!(ids.len(), 6, "the hot shard split in two, the cool ones untouched: {ids:?}");
+    let quarter = HashKeyRange::split_evenly(4)[0];
+    let children: Vec<(String, String, String)> = shards
+        .shards()
+        .iter()
+        .filter(|s| s.parent_shard_id() == Some("shardId-000000000000"))
+        .map(|s| {
+            let r = s.hash_key_range().unwrap();
+            (s.shard_id().to_string(), r.starting_hash_key().to_string(), r.ending_hash_key().to_string())
+        })
+        .collect();
+    let mid = quarter.start + (quarter.end - quarter.start) / 2 + 1;
+    assert_eq!(
+        children,
+        vec![
+            ("shardId-000000000004".into(), quarter.start.to_string(), (mid - 1).to_string()),
+            ("shardId-000000000005".into(), mid.to_string(), quarter.end.to_string()),
+        ]
+    );
+    let acked = acked.lock().unwrap().clone();
+    verify_every_acked_record_in_order(&k, "auto", &ids, &acked).await;
+
+    // A PROVISIONED stream of one shard switched to ON_DEMAND grows to four by itself,
+    // and is never merged below four.
+    k.create_stream().stream_name("grow").shard_count(1).send().await.unwrap();
+    wait_active(&k, "grow").await;
+    let arn = k
+        .describe_stream_summary()
+        .stream_name("grow")
+        .send()
+        .await
+        .unwrap()
+        .stream_description_summary()
+        .unwrap()
+        .stream_arn()
+        .to_string();
+    k.update_stream_mode().stream_arn(&arn).stream_mode_details(on_demand()).send().await.unwrap();
+    let start = Instant::now();
+    while open_shards(&k, "grow").await != (4, StreamStatus::Active) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the ON_DEMAND stream never grew to 4 shards:\n{}",
+            cluster.log_tails()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let open: Vec<String> = k
+        .list_shards()
+        .stream_name("grow")
+        .send()
+        .await
+        .unwrap()
+        .shards()
+        .iter()
+        .filter(|s| s.sequence_number_range().is_some_and(|r| r.ending_sequence_number().is_none()))
+        .map(|s| s.shard_id().to_string())
+        .collect();
+    let merge = k
+        .merge_shards()
+        .stream_name("grow")
+        .shard_to_merge(&open[0])
+        .adjacent_shard_to_merge(&open[1])
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(
+        merge.is_invalid_argument_exception()
+            && merge.meta().message().unwrap_or_default().contains("keeps at least 4 open shards"),
+        "{merge:?}"
+    );
 }
 
 /// Enhanced fan-out: a registered consumer's SubscribeToShard pushes records as they are

@@ -182,6 +182,14 @@ fn validate_iterator_args(
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::SubscribeEvent, Status>> + Send>>;
 
+fn parse_mode(m: &str) -> Result<StreamMode> {
+    StreamMode::parse(m).ok_or_else(|| {
+        Error::validation(format!(
+            "1 validation error detected: Value '{m}' at 'streamModeDetails.streamMode' failed to satisfy constraint: Member must satisfy enum value set: [PROVISIONED, ON_DEMAND]"
+        ))
+    })
+}
+
 #[tonic::async_trait]
 impl pb::freshet_server::Freshet for Api {
     async fn create_stream(
@@ -192,22 +200,20 @@ impl pb::freshet_server::Freshet for Api {
         limits::validate_stream_name(&r.stream_name)?;
         let mode = match r.stream_mode.as_str() {
             "" => StreamMode::Provisioned,
-            m => StreamMode::parse(m).ok_or_else(|| {
-                Error::validation(format!(
-                    "1 validation error detected: Value '{m}' at 'streamModeDetails.streamMode' failed to satisfy constraint: Member must satisfy enum value set: [PROVISIONED, ON_DEMAND]"
-                ))
-            })?,
+            m => parse_mode(m)?,
         };
+        // An ON_DEMAND stream starts with 4 shards, or more when its owner (the operator,
+        // from a declared throughput) asks; it never has fewer.
         let shard_count = match (mode, r.shard_count) {
             (StreamMode::OnDemand, 0) => settings::ON_DEMAND_SHARDS,
-            (StreamMode::OnDemand, _) => {
+            (StreamMode::OnDemand, n) if n < settings::ON_DEMAND_SHARDS => {
                 return Err(Error::invalid(format!(
-                    "An ON_DEMAND stream starts with {} shards and scales by itself: leave ShardCount out.",
+                    "An ON_DEMAND stream starts with at least {} shards and scales by itself: leave ShardCount out.",
                     settings::ON_DEMAND_SHARDS
                 ))
                 .into())
             }
-            (StreamMode::Provisioned, n) => n,
+            (_, n) => n,
         };
         limits::validate_shard_count(shard_count)?;
         limits::validate_tags(r.tags.iter())?;
@@ -339,6 +345,16 @@ impl pb::freshet_server::Freshet for Api {
         req: Request<pb::UpdateShardCountRequest>,
     ) -> Result<Response<pb::UpdateShardCountResponse>, Status> {
         Ok(Response::new(self.update_shard_count(req.into_inner()).await?))
+    }
+
+    async fn update_stream_mode(
+        &self,
+        req: Request<pb::UpdateStreamModeRequest>,
+    ) -> Result<Response<pb::UpdateStreamModeResponse>, Status> {
+        let r = req.into_inner();
+        let mode = parse_mode(&r.stream_mode)?;
+        self.change(MetaCommand::SetMode { stream: r.stream_name, mode }).await?;
+        Ok(Response::new(pb::UpdateStreamModeResponse {}))
     }
 
     async fn remove_node(

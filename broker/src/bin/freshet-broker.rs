@@ -60,6 +60,11 @@ struct Args {
     /// How often shard leaders enforce retention, in seconds.
     #[arg(long, env = "FRESHET_RETENTION_CHECK_SECS", default_value_t = 60)]
     retention_check_secs: u64,
+    /// How long a shard of an ON_DEMAND stream must write more than half its capacity
+    /// before it is split in two, in seconds (Kinesis takes up to 15 minutes; a minute
+    /// keeps producers of a hot shard from being throttled for long).
+    #[arg(long, env = "FRESHET_ON_DEMAND_SPLIT_AFTER_SECS", default_value_t = 60)]
+    on_demand_split_after_secs: u64,
     /// Length of a retention hour in ms. Only tests change it.
     #[arg(long, env = "FRESHET_RETENTION_HOUR_MS", default_value_t = 3_600_000, hide = true)]
     retention_hour_ms: i64,
@@ -138,6 +143,7 @@ async fn main() -> anyhow::Result<()> {
         retention_check: Duration::from_secs(args.retention_check_secs.max(1)),
         retention_hour_ms: args.retention_hour_ms.max(1),
         sync_linger: Duration::from_micros(args.sync_linger_us),
+        on_demand_split_after: Duration::from_secs(args.on_demand_split_after_secs),
     };
     let node = Node::start(config)
         .await

@@ -3,6 +3,7 @@
 //! Held by a Raft group spanning every node (group 0). Every node applies the same
 //! commands in the same order, so each can route any request from its own copy.
 
+pub mod on_demand;
 pub mod scaling;
 pub mod settings;
 mod state;

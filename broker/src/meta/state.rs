@@ -537,6 +537,11 @@ impl MetaState {
                 crate::ACCOUNT_ID
             )));
         }
+        let stream = &self.streams[name];
+        let open = stream.shards.iter().filter(|s| s.is_open()).count() as u32;
+        if stream.mode == StreamMode::OnDemand && open <= super::settings::ON_DEMAND_SHARDS {
+            return Err(below_on_demand_floor(name, open - 1));
+        }
         let range = HashKeyRange { start: lo.range.start, end: hi.range.end };
         let epoch = a.epoch.max(b.epoch) + 1;
         self.add_children(name, vec![(range, vec![index, adjacent], epoch)], nodes)
@@ -588,6 +593,12 @@ impl MetaState {
             return limit(format!(
                 "UpdateShardCount cannot scale down below half your current open shard count. {counts}"
             ));
+        }
+        if stream.mode == StreamMode::OnDemand
+            && target < super::settings::ON_DEMAND_SHARDS
+            && u64::from(target) < open
+        {
+            return Err(below_on_demand_floor(name, target));
         }
         let nodes: Vec<NodeId> = nodes.into_iter().filter(|n| !self.draining.contains(n)).collect();
         limits::validate_replication(stream.replication, nodes.len())?;
@@ -667,6 +678,14 @@ pub fn place(group_id: u64, rf: u32, nodes: &[NodeId]) -> Vec<NodeId> {
     sorted.dedup();
     let n = sorted.len();
     (0..rf as usize).map(|i| sorted[(group_id as usize + i) % n]).collect()
+}
+
+/// An ON_DEMAND stream keeps at least the shards it started with.
+fn below_on_demand_floor(name: &str, would_be: u32) -> Error {
+    Error::invalid(format!(
+        "Stream {name} is ON_DEMAND and keeps at least {} open shards (this would leave {would_be}); switch it to PROVISIONED with UpdateStreamMode to go lower.",
+        super::settings::ON_DEMAND_SHARDS
+    ))
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 pub mod hibernate;
 mod membership;
+mod on_demand;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::meta::{MetaCommand, MetaReply, MetaStateMachine, MetaView, META_GROUP};
@@ -43,6 +44,8 @@ pub struct NodeConfig {
     pub retention_hour_ms: i64,
     /// How long a busy node's group commit waits for more appends before it syncs.
     pub sync_linger: Duration,
+    /// How long a shard of an ON_DEMAND stream stays hot before it is split.
+    pub on_demand_split_after: Duration,
 }
 
 /// One shard's share of a write, as it travels between nodes.
@@ -113,6 +116,7 @@ impl Node {
         tokio::spawn(node.clone().retention_loop());
         tokio::spawn(node.clone().hibernate_loop());
         tokio::spawn(node.clone().liveness_loop());
+        tokio::spawn(node.clone().on_demand_loop());
         Ok(node)
     }
 

@@ -224,8 +224,18 @@ impl Actions {
         }
         v.finish()?;
         let on_demand = mode.as_deref() == Some("ON_DEMAND");
-        if !on_demand && count.is_none() {
-            return Err(KinesisError::invalid_argument("ShardCount is required for a PROVISIONED stream."));
+        match (on_demand, count) {
+            (false, None) => {
+                return Err(KinesisError::invalid_argument(
+                    "ShardCount is required for a PROVISIONED stream.",
+                ))
+            }
+            (true, Some(_)) => {
+                return Err(KinesisError::invalid_argument(
+                    "An ON_DEMAND stream starts with 4 shards and scales by itself: leave ShardCount out.",
+                ))
+            }
+            _ => {}
         }
         self.api
             .create_stream(Request::new(pb::CreateStreamRequest {
@@ -689,6 +699,13 @@ impl Actions {
         }
         v.finish()?;
         let name = need(name)?;
+        // As in Kinesis, only PROVISIONED streams take a shard count; ON_DEMAND ones scale
+        // by themselves.
+        if self.api.stream_as_committed(&name).await?.mode == crate::meta::settings::StreamMode::OnDemand {
+            return Err(KinesisError::invalid_argument(format!(
+                "UpdateShardCount is only supported for streams in PROVISIONED mode, and stream {name} is ON_DEMAND: it splits its hot shards by itself (UpdateStreamMode switches it)."
+            )));
+        }
         let out = self
             .api
             .update_shard_count(Request::new(pb::UpdateShardCountRequest {
