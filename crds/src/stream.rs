@@ -72,6 +72,34 @@ pub struct StreamSpec {
     /// What happens to the brokers' volumes when the Stream is deleted.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+    /// Who may call the Kinesis HTTP API, and over what.
+    #[serde(default, skip_serializing_if = "KinesisSpec::is_default")]
+    pub kinesis: KinesisSpec,
+}
+
+/// The Kinesis HTTP API's credentials and TLS, from Secrets in the Stream's namespace.
+/// Brokers read them at start: after rotating a Secret, roll the brokers (see
+/// docs/operations.md).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KinesisSpec {
+    /// A Secret whose `credentials` key holds one `ACCESS_KEY_ID SECRET_ACCESS_KEY` pair
+    /// per line. When set, every request must carry a valid SigV4 signature by one of
+    /// them; when absent, any signature is accepted (as local emulators do).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub credentials_secret_name: Option<String>,
+    /// A `kubernetes.io/tls` Secret (`tls.crt`, `tls.key`, PEM). When set, the Kinesis API
+    /// speaks only TLS, HTTP/2 and HTTP/1.1 by ALPN (the KPL requires TLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub tls_secret_name: Option<String>,
+}
+
+impl KinesisSpec {
+    fn is_default(&self) -> bool {
+        *self == KinesisSpec::default()
+    }
 }
 
 fn default_retention_hours() -> u32 {

@@ -537,8 +537,11 @@ async fn write_status(
     }
     if let Some(plan) = plan {
         let settings = &ctx.settings;
-        new.endpoints =
-            Some(Endpoints { grpc: plan.grpc_endpoint(settings), kinesis: plan.kinesis_endpoint(settings) });
+        let tls = stream.spec.kinesis.tls_secret_name.is_some();
+        new.endpoints = Some(Endpoints {
+            grpc: plan.grpc_endpoint(settings),
+            kinesis: plan.kinesis_endpoint(settings, tls),
+        });
         new.selector = Some(plan.selector_string());
     }
     let unchanged = same_conditions(&old.conditions, &new.conditions)

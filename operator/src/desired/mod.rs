@@ -123,9 +123,12 @@ impl Plan {
         )
     }
 
-    pub fn kinesis_endpoint(&self, settings: &Settings) -> String {
+    /// The Kinesis endpoint URL for the AWS CLI and SDKs: `https` when the Stream has a
+    /// TLS Secret.
+    pub fn kinesis_endpoint(&self, settings: &Settings, tls: bool) -> String {
         format!(
-            "http://{}.{}.svc.{}:{KINESIS_PORT}",
+            "{}://{}.{}.svc.{}:{KINESIS_PORT}",
+            if tls { "https" } else { "http" },
             self.client_service_name(),
             self.namespace,
             settings.cluster_domain
@@ -234,7 +237,8 @@ mod tests {
              2=clicks-broker-1.clicks-broker-peers.analytics.svc.cluster.local:50051,\
              3=clicks-broker-2.clicks-broker-peers.analytics.svc.cluster.local:50051"
         );
-        assert_eq!(plan.kinesis_endpoint(&s), "http://clicks.analytics.svc.cluster.local:4567");
+        assert_eq!(plan.kinesis_endpoint(&s, false), "http://clicks.analytics.svc.cluster.local:4567");
+        assert_eq!(plan.kinesis_endpoint(&s, true), "https://clicks.analytics.svc.cluster.local:4567");
     }
 
     #[test]

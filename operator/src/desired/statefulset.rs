@@ -8,9 +8,10 @@ use k8s_openapi::api::apps::v1::{
     StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec, StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapEnvSource, Container, ContainerPort, EnvFromSource, GRPCAction,
+    Capabilities, ConfigMapEnvSource, Container, ContainerPort, EnvFromSource, EnvVar, GRPCAction,
     PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    SeccompProfile, SecurityContext, TopologySpreadConstraint, VolumeMount, VolumeResourceRequirements,
+    SeccompProfile, SecretVolumeSource, SecurityContext, TopologySpreadConstraint, Volume, VolumeMount,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use std::collections::BTreeMap;
@@ -100,8 +101,42 @@ fn default_spread(plan: &Plan) -> Vec<TopologySpreadConstraint> {
         .collect()
 }
 
+/// A Secret the broker reads as files: which volume, where, and the env vars that name
+/// its files (the broker's `--credentials-file`, `--kinesis-tls-cert`/`-key`).
+struct SecretMount {
+    volume: &'static str,
+    secret: String,
+    dir: &'static str,
+    env: Vec<EnvVar>,
+}
+
+fn secret_mounts(stream: &Stream) -> Vec<SecretMount> {
+    let var = |name: &str, value: String| EnvVar { name: name.into(), value: Some(value), value_from: None };
+    let k = &stream.spec.kinesis;
+    let credentials = k.credentials_secret_name.as_ref().map(|secret| SecretMount {
+        volume: "kinesis-credentials",
+        secret: secret.clone(),
+        dir: CREDENTIALS_DIR,
+        env: vec![var("FRESHET_CREDENTIALS_FILE", format!("{CREDENTIALS_DIR}/credentials"))],
+    });
+    let tls = k.tls_secret_name.as_ref().map(|secret| SecretMount {
+        volume: "kinesis-tls",
+        secret: secret.clone(),
+        dir: TLS_DIR,
+        env: vec![
+            var("FRESHET_KINESIS_TLS_CERT", format!("{TLS_DIR}/tls.crt")),
+            var("FRESHET_KINESIS_TLS_KEY", format!("{TLS_DIR}/tls.key")),
+        ],
+    });
+    credentials.into_iter().chain(tls).collect()
+}
+
+const CREDENTIALS_DIR: &str = "/etc/freshet/kinesis-credentials";
+const TLS_DIR: &str = "/etc/freshet/kinesis-tls";
+
 fn pod_template(stream: &Stream, plan: &Plan, settings: &Settings, config_digest: &str) -> PodTemplateSpec {
     let brokers = &stream.spec.brokers;
+    let secrets = secret_mounts(stream);
     let container = Container {
         name: "broker".into(),
         image: Some(brokers.image.clone().unwrap_or_else(|| settings.broker_image.clone())),
@@ -128,11 +163,21 @@ fn pod_template(stream: &Stream, plan: &Plan, settings: &Settings, config_digest
         liveness_probe: Some(grpc_probe("", 10, 6)),
         readiness_probe: Some(grpc_probe(freshet_broker::api::READINESS_SERVICE, 5, 2)),
         resources: brokers.resources.clone(),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "data".into(),
-            mount_path: DATA_DIR.into(),
-            ..VolumeMount::default()
-        }]),
+        env: (!secrets.is_empty()).then(|| secrets.iter().flat_map(|m| m.env.clone()).collect()),
+        volume_mounts: Some(
+            std::iter::once(VolumeMount {
+                name: "data".into(),
+                mount_path: DATA_DIR.into(),
+                ..VolumeMount::default()
+            })
+            .chain(secrets.iter().map(|m| VolumeMount {
+                name: m.volume.into(),
+                mount_path: m.dir.into(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            }))
+            .collect(),
+        ),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
@@ -150,6 +195,22 @@ fn pod_template(stream: &Stream, plan: &Plan, settings: &Settings, config_digest
         }),
         spec: Some(PodSpec {
             containers: vec![container],
+            volumes: (!secrets.is_empty()).then(|| {
+                secrets
+                    .iter()
+                    .map(|m| Volume {
+                        name: m.volume.into(),
+                        secret: Some(SecretVolumeSource {
+                            secret_name: Some(m.secret.clone()),
+                            // Readable by the broker's group only.
+                            default_mode: Some(0o440),
+                            optional: Some(false),
+                            ..SecretVolumeSource::default()
+                        }),
+                        ..Volume::default()
+                    })
+                    .collect()
+            }),
             // Enough for the broker to hand its leaderships away and flush (it needs ~5 s).
             termination_grace_period_seconds: Some(60),
             automount_service_account_token: Some(false),
@@ -250,6 +311,51 @@ mod tests {
         assert!(p.termination_grace_period_seconds.unwrap() >= 30, "time to hand leadership away");
         let spread = p.topology_spread_constraints.as_ref().unwrap();
         assert_eq!(spread[0].topology_key, "kubernetes.io/hostname");
+    }
+
+    #[test]
+    fn kinesis_secrets_are_mounted_read_only_and_named_to_the_broker() {
+        let plain = pod(&build(serde_json::json!({"shards": 1})));
+        assert!(plain.volumes.is_none() && plain.containers[0].env.is_none(), "no Secrets, nothing mounted");
+        let p = pod(&build(serde_json::json!({
+            "shards": 1,
+            "kinesis": {"credentialsSecretName": "kinesis-keys", "tlsSecretName": "kinesis-cert"}
+        })));
+        let c = &p.containers[0];
+        let env: BTreeMap<&str, &str> =
+            c.env.as_ref().unwrap().iter().map(|e| (e.name.as_str(), e.value.as_deref().unwrap())).collect();
+        assert_eq!(env["FRESHET_CREDENTIALS_FILE"], "/etc/freshet/kinesis-credentials/credentials");
+        assert_eq!(env["FRESHET_KINESIS_TLS_CERT"], "/etc/freshet/kinesis-tls/tls.crt");
+        assert_eq!(env["FRESHET_KINESIS_TLS_KEY"], "/etc/freshet/kinesis-tls/tls.key");
+        let secrets: Vec<(String, String)> = p
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|v| (v.name.clone(), v.secret.as_ref().unwrap().secret_name.clone().unwrap()))
+            .collect();
+        assert_eq!(
+            secrets,
+            vec![
+                ("kinesis-credentials".into(), "kinesis-keys".into()),
+                ("kinesis-tls".into(), "kinesis-cert".into())
+            ]
+        );
+        let mounts: Vec<(&str, &str, Option<bool>)> = c
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|m| (m.name.as_str(), m.mount_path.as_str(), m.read_only))
+            .collect();
+        assert_eq!(
+            mounts,
+            vec![
+                ("data", "/var/lib/freshet", None),
+                ("kinesis-credentials", "/etc/freshet/kinesis-credentials", Some(true)),
+                ("kinesis-tls", "/etc/freshet/kinesis-tls", Some(true)),
+            ]
+        );
     }
 
     #[test]
