@@ -10,6 +10,7 @@ APT_PACKAGES := libclang-dev protobuf-compiler
 VENV         := $(CURDIR)/.venv
 # Pinned Python tools (NATS for the benchmark, Helm's Go SDK and Kubernetes' schemas for the tests).
 PY_REQUIREMENTS := tests/python/requirements.txt
+KINESALITE   := $(CURDIR)/tests/bench/node_modules/.bin/kinesalite
 
 .PHONY: all deps build run test stress fuzz lint fmt bench venv crds e2e-kind clean
 
@@ -73,9 +74,17 @@ $(VENV)/.ok: $(PY_REQUIREMENTS)
 	$(VENV)/bin/pip install -q -r $(PY_REQUIREMENTS)
 	touch $@
 
-## bench: Freshet against NATS JetStream on this machine, same workload, same run (see docs/benchmarks.md).
-bench: build venv
-	FRESHET_BIN=$(BIN) $(BIN)/freshet-bench --nats-server $(VENV)/bin/nats-server --seconds $(or $(BENCH_SECONDS),15)
+## bench: Freshet (gRPC and Kinesis API) against NATS JetStream and kinesalite on this machine,
+## same workloads, same run (see docs/benchmarks.md).
+bench: build venv $(KINESALITE)
+	FRESHET_BIN=$(BIN) $(BIN)/freshet-bench --nats-server $(VENV)/bin/nats-server --kinesalite $(KINESALITE) \
+	  --seconds $(or $(BENCH_SECONDS),15)
+
+# kinesalite, pinned by tests/bench/package-lock.json, with the machine's Node.js.
+$(KINESALITE): tests/bench/package-lock.json
+	@command -v npm >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
+	cd tests/bench && npm ci --no-audit --no-fund --ignore-scripts
+	touch $@
 
 fmt:
 	$(CARGO) fmt --all

@@ -540,3 +540,30 @@ pub mod workload {
         }
     }
 }
+
+/// The AWS SDK for Rust's Kinesis client for `endpoint`, with fixed test credentials (any
+/// signature is accepted unless the nodes were given a credentials file) and rustls with
+/// ring for TLS.
+pub fn kinesis_client(endpoint: String) -> aws_sdk_kinesis::Client {
+    use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+        .build_https();
+    kinesis_client_with(endpoint, http)
+}
+
+/// A Kinesis client of `endpoint` over the given HTTP client (TLS settings, for one).
+pub fn kinesis_client_with(
+    endpoint: String,
+    http: aws_sdk_kinesis::config::SharedHttpClient,
+) -> aws_sdk_kinesis::Client {
+    use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
+    let conf = aws_sdk_kinesis::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new("AKIDEXAMPLE", "secret", None, None, "test"))
+        .http_client(http)
+        .build();
+    aws_sdk_kinesis::Client::from_conf(conf)
+}

@@ -2,7 +2,6 @@
 //! Kinesis HTTP API: every call goes through the SDK's own serializers, signer, retry
 //! and error parsing.
 
-use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{
     PutRecordsRequestEntry, ScalingType, ShardIteratorType, StreamMode, StreamModeDetails, StreamStatus,
@@ -10,31 +9,10 @@ use aws_sdk_kinesis::types::{
 use aws_sdk_kinesis::Client;
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use freshet_broker::hashkey::HashKeyRange;
-use freshet_tests::Cluster;
+use freshet_tests::{kinesis_client as sdk, kinesis_client_with as sdk_with, Cluster};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-fn sdk(endpoint: String) -> Client {
-    sdk_with(
-        endpoint,
-        aws_smithy_http_client::Builder::new()
-            .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
-            .build_https(),
-    )
-}
-
-/// An SDK client of `endpoint` over the given HTTP client (TLS settings, for one).
-fn sdk_with(endpoint: String, http: aws_sdk_kinesis::config::SharedHttpClient) -> Client {
-    let conf = aws_sdk_kinesis::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new("AKIDEXAMPLE", "secret", None, None, "test"))
-        .http_client(http)
-        .build();
-    Client::from_conf(conf)
-}
 
 async fn wait_active(k: &Client, stream: &str) {
     let start = Instant::now();

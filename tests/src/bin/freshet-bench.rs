@@ -1,8 +1,12 @@
-//! `make bench`: the same workloads against a local 3-node Freshet cluster and a 3-node
-//! NATS JetStream cluster (file storage, 3 replicas, fsync before ack), measured in the
-//! same run on the same machine, reported side by side with ratios.
+//! `make bench`: the same workloads against a local 3-node Freshet cluster (over gRPC and
+//! over the Kinesis HTTP API with the AWS SDK for Rust), a 3-node NATS JetStream cluster
+//! (file storage, 3 replicas, fsync before ack) and kinesalite (the single-process Kinesis
+//! emulator), measured in the same run on the same machine, reported side by side with
+//! ratios.
 
 use anyhow::Context;
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::{PutRecordsRequestEntry, StreamStatus};
 use freshet_tests::freshet_broker::pb;
 use freshet_tests::{unlimited, Cluster};
 use hdrhistogram::Histogram;
@@ -94,75 +98,128 @@ impl Result {
 
 // ---------------------------------------------------------------- Freshet
 
-async fn freshet_run(
-    cluster: &Cluster,
-    stream: &str,
-    batch: usize,
-    duration: Duration,
-) -> anyhow::Result<Result> {
+/// How producers reach a Kinesis-like service.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    /// Freshet's native gRPC API.
+    Grpc,
+    /// The Kinesis HTTP API through the AWS SDK for Rust (JSON, HTTP/1.1, as the SDK
+    /// sends by default).
+    Kinesis,
+}
+
+/// One producer's connection.
+enum Producer {
+    Grpc(pb::freshet_client::FreshetClient<tonic::transport::Channel>),
+    Kinesis(aws_sdk_kinesis::Client),
+}
+
+impl Producer {
+    /// Writes `batch` records (a PutRecord when 1, else PutRecords); the acknowledged count.
+    async fn put(&mut self, stream: &str, batch: usize, p: usize, i: &mut u64) -> anyhow::Result<u64> {
+        let mut key = || {
+            *i += 1;
+            format!("p{p}-{i}")
+        };
+        match self {
+            Producer::Grpc(api) if batch == 1 => {
+                let req = pb::PutRecordRequest {
+                    stream_name: stream.into(),
+                    partition_key: key(),
+                    data: payload(),
+                    explicit_hash_key: None,
+                };
+                api.put_record(req).await?;
+                Ok(1)
+            }
+            Producer::Grpc(api) => {
+                let records = (0..batch)
+                    .map(|_| pb::PutRecordsEntry {
+                        partition_key: key(),
+                        data: payload(),
+                        explicit_hash_key: None,
+                    })
+                    .collect();
+                let r =
+                    api.put_records(pb::PutRecordsRequest { stream_name: stream.into(), records }).await?;
+                Ok(r.get_ref().records.len() as u64 - u64::from(r.get_ref().failed_record_count))
+            }
+            Producer::Kinesis(k) if batch == 1 => {
+                k.put_record()
+                    .stream_name(stream)
+                    .partition_key(key())
+                    .data(Blob::new(payload()))
+                    .send()
+                    .await?;
+                Ok(1)
+            }
+            Producer::Kinesis(k) => {
+                let records = (0..batch)
+                    .map(|_| {
+                        PutRecordsRequestEntry::builder()
+                            .partition_key(key())
+                            .data(Blob::new(payload()))
+                            .build()
+                    })
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                let r = k.put_records().stream_name(stream).set_records(Some(records)).send().await?;
+                Ok(r.records().len() as u64 - r.failed_record_count().unwrap_or(0) as u64)
+            }
+        }
+    }
+}
+
+/// What a run writes to and measures.
+struct Target<'a> {
+    /// Shown in the results table.
+    name: String,
+    /// Producer `p`'s connection.
+    producer: &'a (dyn Fn(usize) -> Producer + Sync),
+    /// The Freshet cluster behind it, whose gRPC Subscribe measures end-to-end latency.
+    cluster: Option<&'a Cluster>,
+    /// The server processes whose CPU time is counted.
+    pids: Vec<u32>,
+}
+
+async fn run(target: Target<'_>, stream: &str, batch: usize, duration: Duration) -> anyhow::Result<Result> {
     let rec = Recorder::new();
     let stop = Arc::new(AtomicBool::new(false));
-    let client = cluster.client(1);
-    // One subscriber per shard measures end-to-end latency (push, no polling).
-    let shards = client.describe(stream).await?.shards;
     let mut subs = Vec::new();
-    for (i, s) in shards.iter().enumerate() {
-        let mut api = cluster.client(1 + (i as u64 % 3)).api.clone();
-        let req = pb::SubscribeRequest {
-            stream_name: stream.into(),
-            shard_id: s.shard_id.clone(),
-            iterator_type: pb::IteratorType::Latest as i32,
-            starting_sequence_number: None,
-            timestamp_ms: None,
-        };
-        let rec = rec.clone();
-        let stop = stop.clone();
-        subs.push(tokio::spawn(async move {
-            let events = api.subscribe(req).await?.into_inner();
-            consume_until(events, &stop, |e| e.records.iter().for_each(|r| rec.received(&r.data))).await;
-            anyhow::Ok(())
-        }));
+    if let Some(cluster) = target.cluster {
+        // One subscriber per shard measures end-to-end latency (push, no polling).
+        let shards = cluster.client(1).describe(stream).await?.shards;
+        for (i, s) in shards.iter().enumerate() {
+            let mut api = cluster.client(1 + (i as u64 % 3)).api.clone();
+            let req = pb::SubscribeRequest {
+                stream_name: stream.into(),
+                shard_id: s.shard_id.clone(),
+                iterator_type: pb::IteratorType::Latest as i32,
+                starting_sequence_number: None,
+                timestamp_ms: None,
+            };
+            let rec = rec.clone();
+            let stop = stop.clone();
+            subs.push(tokio::spawn(async move {
+                let events = api.subscribe(req).await?.into_inner();
+                consume_until(events, &stop, |e| e.records.iter().for_each(|r| rec.received(&r.data))).await;
+                anyhow::Ok(())
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let cpu = CpuWindow::start(cluster.brokers.iter().filter_map(|b| b.pid()).collect());
+    let cpu = CpuWindow::start(target.pids.clone());
     let start = Instant::now();
     let mut producers = Vec::new();
     for p in 0..PRODUCERS {
-        let mut api = cluster.client(1 + (p as u64 % 3)).api.clone();
+        let mut producer = (target.producer)(p);
         let rec = rec.clone();
         let stream = stream.to_string();
         producers.push(tokio::spawn(async move {
             let mut i = 0u64;
             while start.elapsed() < duration {
                 let t = Instant::now();
-                if batch == 1 {
-                    i += 1;
-                    let req = pb::PutRecordRequest {
-                        stream_name: stream.clone(),
-                        partition_key: format!("p{p}-{i}"),
-                        data: payload(),
-                        explicit_hash_key: None,
-                    };
-                    api.put_record(req).await?;
-                    rec.put_done(t, 1);
-                } else {
-                    let records = (0..batch)
-                        .map(|_| {
-                            i += 1;
-                            pb::PutRecordsEntry {
-                                partition_key: format!("p{p}-{i}"),
-                                data: payload(),
-                                explicit_hash_key: None,
-                            }
-                        })
-                        .collect();
-                    let resp = api
-                        .put_records(pb::PutRecordsRequest { stream_name: stream.clone(), records })
-                        .await?;
-                    let ok =
-                        resp.get_ref().records.len() as u64 - u64::from(resp.get_ref().failed_record_count);
-                    rec.put_done(t, ok);
-                }
+                let acked = producer.put(&stream, batch, p, &mut i).await?;
+                rec.put_done(t, acked);
             }
             anyhow::Ok(())
         }));
@@ -177,12 +234,96 @@ async fn freshet_run(
     for s in subs {
         let _ = s.await;
     }
-    Ok(Result::from(
-        &format!("Freshet gRPC, {}", if batch == 1 { "single puts" } else { "PutRecords x100" }),
-        &rec,
-        elapsed,
-        cpu_ms,
-    ))
+    let workload = if batch == 1 { "single puts" } else { "PutRecords x100" };
+    Ok(Result::from(&format!("{}, {workload}", target.name), &rec, elapsed, cpu_ms))
+}
+
+/// A run against the local Freshet cluster over `protocol`, producers spread over its nodes.
+async fn freshet_run(
+    cluster: &Cluster,
+    protocol: Protocol,
+    stream: &str,
+    batch: usize,
+    duration: Duration,
+) -> anyhow::Result<Result> {
+    let producer = |p: usize| {
+        let node = &cluster.brokers[p % cluster.brokers.len()];
+        match protocol {
+            Protocol::Grpc => Producer::Grpc(cluster.client(1 + (p as u64 % 3)).api.clone()),
+            Protocol::Kinesis => Producer::Kinesis(freshet_tests::kinesis_client(node.kinesis_endpoint())),
+        }
+    };
+    let name = match protocol {
+        Protocol::Grpc => "Freshet gRPC",
+        Protocol::Kinesis => "Freshet Kinesis API (aws-sdk-kinesis)",
+    };
+    let pids = cluster.brokers.iter().filter_map(|b| b.pid()).collect();
+    run(
+        Target { name: name.into(), producer: &producer, cluster: Some(cluster), pids },
+        stream,
+        batch,
+        duration,
+    )
+    .await
+}
+
+// ---------------------------------------------------------------- kinesalite
+
+/// kinesalite, the single-process Kinesis emulator users run locally (in memory, no
+/// replication, no fsync), on a port of its own.
+struct Kinesalite {
+    child: Child,
+    endpoint: String,
+}
+
+impl Drop for Kinesalite {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_kinesalite(bin: &Path) -> anyhow::Result<Kinesalite> {
+    let port = freshet_tests::free_port();
+    let child = Command::new(bin)
+        .args(["--port", &port.to_string(), "--shardLimit", "1000", "--createStreamMs", "0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {} (make bench installs it with npm)", bin.display()))?;
+    let k = Kinesalite { child, endpoint: format!("http://127.0.0.1:{port}") };
+    let client = freshet_tests::kinesis_client(k.endpoint.clone());
+    let start = Instant::now();
+    while client.list_streams().send().await.is_err() {
+        anyhow::ensure!(start.elapsed() < Duration::from_secs(30), "kinesalite did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(k)
+}
+
+async fn kinesalite_run(
+    k: &Kinesalite,
+    stream: &str,
+    batch: usize,
+    duration: Duration,
+) -> anyhow::Result<Result> {
+    let client = freshet_tests::kinesis_client(k.endpoint.clone());
+    client.create_stream().stream_name(stream).shard_count(SHARDS as i32).send().await?;
+    loop {
+        let d = client.describe_stream_summary().stream_name(stream).send().await?;
+        if d.stream_description_summary().is_some_and(|s| s.stream_status() == &StreamStatus::Active) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let producer = |_| Producer::Kinesis(freshet_tests::kinesis_client(k.endpoint.clone()));
+    let target = Target {
+        name: "kinesalite 3.3.3".into(),
+        producer: &producer,
+        cluster: None,
+        pids: vec![k.child.id()],
+    };
+    run(target, stream, batch, duration).await
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -588,6 +729,54 @@ fn operator_row(r: &OperatorRun) -> String {
     )
 }
 
+/// The Kinesis HTTP API against Freshet's gRPC path (same cluster, same workloads) and
+/// against kinesalite: the four Kinesis rows and the ratios.
+async fn kinesis_comparison(
+    kinesalite: &Path,
+    duration: Duration,
+) -> anyhow::Result<(Vec<Result>, Vec<String>)> {
+    eprintln!("==> Freshet over gRPC and over the Kinesis API: 3 nodes, {SHARDS} shards, replication 3, fsync before ack");
+    let cluster = Cluster::start(3).await;
+    let mut freshet = Vec::new();
+    for (protocol, stream, batch) in [
+        (Protocol::Grpc, "g-batch", BATCH),
+        (Protocol::Kinesis, "k-batch", BATCH),
+        (Protocol::Grpc, "g-single", 1),
+        (Protocol::Kinesis, "k-single", 1),
+    ] {
+        cluster.create_stream(stream, SHARDS, unlimited()).await;
+        cluster.wait_leaders(stream).await;
+        freshet.push(freshet_run(&cluster, protocol, stream, batch, duration).await?);
+        eprintln!("{}", row(freshet.last().unwrap()));
+    }
+    drop(cluster);
+    eprintln!("==> kinesalite {}: 1 process, in memory, {SHARDS} shards", kinesalite.display());
+    let k = start_kinesalite(kinesalite).await?;
+    let lite_batch = kinesalite_run(&k, "batch", BATCH, duration).await?;
+    eprintln!("{}", row(&lite_batch));
+    let lite_single = kinesalite_run(&k, "single", 1, duration).await?;
+    eprintln!("{}", row(&lite_single));
+    drop(k);
+    let ratio = |a: &Result, b: &Result| a.records_per_sec / b.records_per_sec;
+    let lines = vec![
+        format!(
+            "Kinesis API / gRPC throughput (same cluster): batched {:.2}x, single {:.2}x; server CPU per record batched {:.2}x, single {:.2}x",
+            ratio(&freshet[1], &freshet[0]),
+            ratio(&freshet[3], &freshet[2]),
+            freshet[1].cpu_us_per_record / freshet[0].cpu_us_per_record,
+            freshet[3].cpu_us_per_record / freshet[2].cpu_us_per_record,
+        ),
+        format!(
+            "Freshet Kinesis API (3 replicas, fsync) / kinesalite (1 process, memory) throughput: batched {:.2}x, single {:.2}x",
+            ratio(&freshet[1], &lite_batch),
+            ratio(&freshet[3], &lite_single),
+        ),
+    ];
+    let [_, k_batch, _, k_single] =
+        <[Result; 4]>::try_from(freshet).map_err(|_| anyhow::anyhow!("four runs"))?;
+    Ok((vec![k_batch, k_single, lite_batch, lite_single], lines))
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -603,6 +792,13 @@ async fn main() -> anyhow::Result<()> {
     let duration = Duration::from_secs(secs);
     // `--only freshet|nats|footprint|operator` runs just that part (for profiling).
     let only = args.iter().skip_while(|a| *a != "--only").nth(1).cloned();
+    let kinesalite = PathBuf::from(
+        args.iter()
+            .skip_while(|a| *a != "--kinesalite")
+            .nth(1)
+            .cloned()
+            .unwrap_or_else(|| "kinesalite".into()),
+    );
     eprintln!("==> {PRODUCERS} producers, {RECORD}-byte records, {secs} s per run");
 
     let streams: usize =
@@ -619,19 +815,28 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let mut results = Vec::new();
-    if only.as_deref() != Some("nats") {
+    if only.is_none() || only.as_deref() == Some("freshet") {
         eprintln!("==> Freshet: 3 nodes, stream of {SHARDS} shards, replication 3, fsync before ack");
         let cluster = Cluster::start(3).await;
         cluster.create_stream("batch", SHARDS, unlimited()).await;
         cluster.create_stream("single", SHARDS, unlimited()).await;
         cluster.wait_leaders("batch").await;
         cluster.wait_leaders("single").await;
-        results.push(freshet_run(&cluster, "batch", BATCH, duration).await?);
+        results.push(freshet_run(&cluster, Protocol::Grpc, "batch", BATCH, duration).await?);
         eprintln!("{}", row(results.last().unwrap()));
-        results.push(freshet_run(&cluster, "single", 1, duration).await?);
+        results.push(freshet_run(&cluster, Protocol::Grpc, "single", 1, duration).await?);
         eprintln!("{}", row(results.last().unwrap()));
     }
     if only.as_deref() == Some("freshet") {
+        return Ok(());
+    }
+    let (kinesis_rows, kinesis_lines) = if only.as_deref().is_none_or(|o| o == "kinesis") {
+        kinesis_comparison(&kinesalite, duration).await?
+    } else {
+        Default::default()
+    };
+    if only.as_deref() == Some("kinesis") {
+        kinesis_lines.iter().for_each(|l| println!("{l}"));
         return Ok(());
     }
     {
@@ -664,12 +869,14 @@ async fn main() -> anyhow::Result<()> {
 
     println!("\n| workload | records/s | MiB/s | put p50 ms | put p99 ms | end-to-end p50 ms | end-to-end p99 ms | server CPU-us/record |");
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
-    for r in &results {
+    for r in results.iter().chain(&kinesis_rows) {
         println!("{}", row(r));
     }
+    println!();
+    kinesis_lines.iter().for_each(|l| println!("{l}"));
     let ratio = |a: &Result, b: &Result| a.records_per_sec / b.records_per_sec;
     println!(
-        "\nFreshet / NATS throughput: batched {:.2}x, single {:.2}x",
+        "Freshet / NATS throughput: batched {:.2}x, single {:.2}x",
         ratio(&results[0], &results[2]),
         ratio(&results[1], &results[3])
     );
