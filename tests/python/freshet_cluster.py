@@ -47,16 +47,17 @@ def free_port():
 
 
 class Cluster:
-    def __init__(self, nodes=3, credentials=None):
-        """credentials: {access_key_id: secret}; the Kinesis API then checks SigV4."""
+    def __init__(self, nodes=3, credentials=None, args=()):
+        """credentials: {access_key_id: secret}; the Kinesis API then checks SigV4.
+        args: more freshet-broker flags for every node."""
         self.dir = tempfile.mkdtemp(prefix="freshet-py-")
-        extra = []
+        extra = list(args)
         if credentials:
             path = os.path.join(self.dir, "credentials")
             with open(path, "w") as f:
                 f.write("# access key id, secret access key\n")
                 f.writelines(f"{k} {v}\n" for k, v in credentials.items())
-            extra = ["--credentials-file", path]
+            extra += ["--credentials-file", path]
         self.grpc = {i: free_port() for i in range(1, nodes + 1)}
         self.http = {i: free_port() for i in range(1, nodes + 1)}
         peers = ",".join(f"{i}=127.0.0.1:{p}" for i, p in self.grpc.items())

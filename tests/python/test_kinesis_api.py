@@ -461,3 +461,52 @@ def test_huge_headers_and_stalled_clients_harm_no_one(cluster, kinesis):
     assert "StreamNames" in kinesis.list_streams()
     stalled.close()
     huge.close()
+
+
+def test_slow_clients_are_cut_off_and_write_nothing():
+    import socket
+
+    c = Cluster(3, args=["--kinesis-read-timeout-secs", "1"])
+    try:
+        kinesis = c.client(1)
+        kinesis.create_stream(StreamName="slow", ShardCount=1)
+        wait_active(kinesis, "slow")
+        port = c.http[1]
+        body = json.dumps({"StreamName": "slow", "Data": "aGk=", "PartitionKey": "k"}).encode()
+        head = (
+            b"POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: Kinesis_20131202.PutRecord\r\n"
+            b"Content-Type: application/x-amz-json-1.1\r\nContent-Length: %d\r\n\r\n" % len(body)
+        )
+
+        def reply_to(data):
+            """What the server answers to `data` sent and then nothing, until it closes
+            the connection (None if it keeps it open for 15 s)."""
+            s = socket.create_connection(("127.0.0.1", port), timeout=15)
+            s.sendall(data)
+            reply = b""
+            try:
+                while chunk := s.recv(65536):
+                    reply += chunk
+            except ConnectionResetError:
+                pass
+            except socket.timeout:
+                reply = None
+            s.close()
+            return reply
+
+        # A body that stops short: RequestTimeoutException once the second has passed.
+        started = time.monotonic()
+        reply = reply_to(head + body[:-5])
+        assert reply is not None and reply.split(b" ")[1] == b"408", reply
+        assert b"RequestTimeoutException" in reply, reply
+        assert time.monotonic() - started < 10, "cut off after the configured second, not the default 30"
+        # Headers that never end: the connection is closed (with a 408 or without a word).
+        reply = reply_to(b"POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: Kin")
+        assert reply is not None, "a client stalled in its headers kept its connection"
+        assert reply == b"" or reply.split(b" ")[1] == b"408", reply
+        # Nothing was written, and a client that keeps pace is served.
+        it = kinesis.get_shard_iterator(StreamName="slow", ShardId="shardId-000000000000", ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        assert kinesis.get_records(ShardIterator=it)["Records"] == []
+        kinesis.put_record(StreamName="slow", Data=b"ok", PartitionKey="k")
+    finally:
+        c.stop()

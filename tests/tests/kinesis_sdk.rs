@@ -56,12 +56,36 @@ async fn read_shard(k: &Client, stream: &str, shard: &str) -> Vec<(String, Strin
     }
 }
 
+/// ListStreams over HTTP/2 with prior knowledge (cleartext h2c, as Netty-based clients
+/// such as the KCL's can speak it): the answer's body.
+async fn list_streams_over_h2c(addr: &str) -> String {
+    use http_body_util::BodyExt;
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::post(format!("http://{addr}/"))
+        .header("x-amz-target", "Kinesis_20131202.ListStreams")
+        .header("content-type", "application/x-amz-json-1.1")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(b"{}")))
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!((resp.version(), resp.status().as_u16()), (hyper::Version::HTTP_2, 200));
+    String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rust_sdk_creates_writes_reads_and_gets_typed_errors() {
     let cluster = Cluster::start(3).await;
     let k = sdk(cluster.brokers[1].kinesis_endpoint());
     k.create_stream().stream_name("sdk").shard_count(2).send().await.unwrap();
     wait_active(&k, "sdk").await;
+    let listed = list_streams_over_h2c(&cluster.brokers[2].kinesis_addr).await;
+    assert!(listed.contains("\"sdk\""), "{listed}");
 
     let one = k
         .put_record()

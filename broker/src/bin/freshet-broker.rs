@@ -36,6 +36,10 @@ struct Args {
     /// PEM private key of --kinesis-tls-cert.
     #[arg(long, env = "FRESHET_KINESIS_TLS_KEY", requires = "kinesis_tls_cert")]
     kinesis_tls_key: Option<PathBuf>,
+    /// Seconds a Kinesis API client has for its TLS handshake, then its headers, then its
+    /// body; a slower one is cut off (RequestTimeoutException) and loses its connection.
+    #[arg(long, env = "FRESHET_KINESIS_READ_TIMEOUT_SECS", default_value_t = 30)]
+    kinesis_read_timeout_secs: u64,
     /// AWS region named in the stream ARNs the Kinesis API returns.
     #[arg(long, env = "FRESHET_REGION", default_value = "us-east-1")]
     region: String,
@@ -169,7 +173,12 @@ async fn main() -> anyhow::Result<()> {
         let scheme = if tls.is_some() { "https" } else { "http" };
         tracing::info!("node {} serving the Kinesis API on {scheme}://{} ({checked})", id, addr);
         let mut stop = stop.clone();
-        let options = freshet_broker::api::kinesis::Options { region: args.region.clone(), credentials, tls };
+        let options = freshet_broker::api::kinesis::Options {
+            region: args.region.clone(),
+            credentials,
+            tls,
+            read_timeout: Duration::from_secs(args.kinesis_read_timeout_secs.max(1)),
+        };
         tokio::spawn(freshet_broker::api::kinesis::serve(node.clone(), listener, options, async move {
             let _ = stop.wait_for(|s| *s).await;
         }));

@@ -156,6 +156,8 @@ pub struct Actions {
     pub region: String,
     /// When set, every request must carry a valid SigV4 signature by one of these keys.
     pub credentials: Option<super::Credentials>,
+    /// How long a request's body may take to arrive.
+    pub read_timeout: std::time::Duration,
 }
 
 impl Actions {

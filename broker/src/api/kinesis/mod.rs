@@ -33,8 +33,6 @@ use wire::{Format, Input};
 
 /// Largest request body: PutRecords' 10 MiB of records, base64-encoded in JSON, with keys.
 pub const MAX_BODY_BYTES: usize = 16 << 20;
-/// A client must send its headers, and then its body, within this long.
-const READ_TIMEOUT: Duration = Duration::from_secs(30);
 const TARGET_PREFIX: &str = "Kinesis_20131202.";
 
 /// Binds the Kinesis API's port (so a taken port fails the node's start, not later).
@@ -53,6 +51,9 @@ pub struct Options {
     pub credentials: Option<Credentials>,
     /// When set, connections are TLS (HTTP/2 or HTTP/1.1 by ALPN).
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// A client must finish its TLS handshake, then its headers, then its body, within
+    /// this long each; a slower one is cut off (408) so it cannot hold a connection.
+    pub read_timeout: Duration,
 }
 
 /// A TLS acceptor from PEM files: the certificate chain and its private key.
@@ -80,12 +81,12 @@ pub fn tls_acceptor(
 }
 
 /// Serves one connection (plain or TLS) until the client leaves.
-async fn serve_connection<IO>(io: IO, actions: Arc<Actions>)
+async fn serve_connection<IO>(io: IO, actions: Arc<Actions>, read_timeout: Duration)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(READ_TIMEOUT).max_buf_size(64 << 10);
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(read_timeout).max_buf_size(64 << 10);
     builder.http2().max_header_list_size(64 << 10);
     let service = hyper::service::service_fn(move |req| {
         let actions = actions.clone();
@@ -102,8 +103,8 @@ pub async fn serve(
     options: Options,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let Options { region, credentials, tls } = options;
-    let actions = Arc::new(Actions { api: Api::new(node), region, credentials });
+    let Options { region, credentials, tls, read_timeout } = options;
+    let actions = Arc::new(Actions { api: Api::new(node), region, credentials, read_timeout });
     tokio::pin!(shutdown);
     loop {
         let (stream, _) = tokio::select! {
@@ -123,11 +124,11 @@ pub async fn serve(
         let tls = tls.clone();
         tokio::spawn(async move {
             match tls {
-                None => serve_connection(stream, actions).await,
+                None => serve_connection(stream, actions, read_timeout).await,
                 // The handshake gets the same deadline as a request's headers.
                 Some(tls) => {
-                    if let Ok(Ok(stream)) = tokio::time::timeout(READ_TIMEOUT, tls.accept(stream)).await {
-                        serve_connection(stream, actions).await;
+                    if let Ok(Ok(stream)) = tokio::time::timeout(read_timeout, tls.accept(stream)).await {
+                        serve_connection(stream, actions, read_timeout).await;
                     }
                 }
             }
@@ -200,7 +201,7 @@ async fn answer(actions: &Actions, format: Format, req: Request<Incoming>) -> Re
     };
     let (parts, body) = req.into_parts();
     let body = Limited::new(body, MAX_BODY_BYTES);
-    let body = match tokio::time::timeout(READ_TIMEOUT, body.collect()).await {
+    let body = match tokio::time::timeout(actions.read_timeout, body.collect()).await {
         Err(_) => return Err(KinesisError::new(408, "RequestTimeoutException", "The request body took too long to arrive.")),
         Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
             return Err(KinesisError::new(
