@@ -34,6 +34,17 @@ impl SequenceNumber {
         }
     }
 
+    /// The number just before this one: AFTER it is exactly here. Names where to resume
+    /// a subscription that has delivered nothing yet.
+    pub fn predecessor(self) -> SequenceNumber {
+        match self.position.checked_sub(1) {
+            Some(p) => SequenceNumber { position: p, ..self },
+            None => {
+                SequenceNumber { log_index: self.log_index.saturating_sub(1), position: u16::MAX, ..self }
+            }
+        }
+    }
+
     pub fn parse(s: &str) -> Result<Self> {
         let bad =
             || Error::invalid(format!("Invalid SequenceNumber {s}: it does not belong to a Freshet shard."));
@@ -92,6 +103,14 @@ mod tests {
     fn successor_carries_into_next_entry() {
         assert_eq!(SequenceNumber::new(0, 5, 1).successor(), SequenceNumber::new(0, 5, 2));
         assert_eq!(SequenceNumber::new(0, 5, u16::MAX).successor(), SequenceNumber::new(0, 6, 0));
+    }
+
+    #[test]
+    fn after_the_predecessor_is_here() {
+        for s in [SequenceNumber::new(3, 5, 0), SequenceNumber::new(3, 5, 7), SequenceNumber::new(0, 1, 0)] {
+            assert_eq!(s.predecessor().successor(), s);
+            assert!(s.predecessor() < s);
+        }
     }
 
     #[test]

@@ -248,6 +248,7 @@ async fn subscribe_pushes_records_as_they_commit() {
             iterator_type: IteratorType::Latest as i32,
             starting_sequence_number: None,
             timestamp_ms: None,
+            keep_alive_ms: None,
         })
         .await
         .unwrap()
@@ -538,6 +539,7 @@ async fn nodes_without_a_replica_forward_every_call() {
             iterator_type: IteratorType::TrimHorizon as i32,
             starting_sequence_number: None,
             timestamp_ms: None,
+            keep_alive_ms: None,
         })
         .await
         .unwrap()

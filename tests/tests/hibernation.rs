@@ -75,6 +75,7 @@ async fn idle_groups_sleep_and_a_write_wakes_them_for_every_replica() {
                 iterator_type: pb::IteratorType::Latest as i32,
                 starting_sequence_number: None,
                 timestamp_ms: None,
+                keep_alive_ms: None,
             })
             .await
             .expect("subscribe")

@@ -481,6 +481,18 @@ async fn subscribe_to_shard_pushes_records_to_a_registered_consumer() {
     }
     assert_eq!(got, ["before", "live-0", "live-1", "live-2", "live-3", "live-4"]);
     assert!(!continuation.is_empty());
+    // Idle, the subscription gets an event without records every few seconds, naming
+    // the last record delivered as where to resume.
+    match tokio::time::timeout(Duration::from_secs(15), events.recv()).await {
+        Ok(Ok(Some(SubscribeToShardEventStream::SubscribeToShardEvent(e)))) => {
+            assert!(e.records().is_empty(), "{e:?}");
+            assert_eq!(
+                (e.continuation_sequence_number(), e.millis_behind_latest()),
+                (continuation.as_str(), 0)
+            );
+        }
+        other => panic!("no keep-alive event on an idle subscription: {other:?}"),
+    }
 
     let unknown = subscriber
         .subscribe_to_shard()

@@ -143,6 +143,7 @@ async fn a_split_under_load_loses_and_reorders_nothing() {
             iterator_type: pb::IteratorType::TrimHorizon as i32,
             starting_sequence_number: None,
             timestamp_ms: None,
+            keep_alive_ms: None,
         })
         .await
         .unwrap()

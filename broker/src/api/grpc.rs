@@ -541,8 +541,21 @@ impl pb::freshet_server::Freshet for Api {
         let retention_hour_ms = self.node.config.retention_hour_ms;
         let retention_hours = stream.retention_hours;
         let (node, stream_name) = (self.node.clone(), stream.name.clone());
+        // Kinesis' SubscribeToShard sends an empty event every few seconds while idle; a
+        // gRPC subscriber asks for that with keep_alive_ms.
+        let keep_alive =
+            r.keep_alive_ms.filter(|ms| *ms > 0).map(|ms| std::time::Duration::from_millis(ms.into()));
         tokio::spawn(async move {
             let mut applied = replica.shared.applied_changes();
+            // The last record delivered; before any, resuming AFTER the number just
+            // before the start position starts where this subscription did.
+            let mut last_seq: Option<SequenceNumber> = None;
+            let resume_after = |last: Option<SequenceNumber>, pos: Position| {
+                last.unwrap_or_else(|| {
+                    SequenceNumber::new(shard.epoch, pos.log_index, pos.position).predecessor()
+                })
+                .to_string()
+            };
             loop {
                 let limits = ReadLimits {
                     max_records: 10_000,
@@ -565,8 +578,10 @@ impl pb::freshet_server::Freshet for Api {
                 let caught_up = page.millis_behind_latest == 0 && page.records.is_empty();
                 let ended = page.ended;
                 if !page.records.is_empty() || ended {
-                    let continuation =
-                        page.records.last().map(|r| r.sequence_number.to_string()).unwrap_or_default();
+                    if let Some(r) = page.records.last() {
+                        last_seq = Some(r.sequence_number);
+                    }
+                    let continuation = resume_after(last_seq, pos);
                     // A closed shard read to its end: name its children, then end.
                     let child_shards = if ended {
                         node.meta_view
@@ -587,9 +602,26 @@ impl pb::freshet_server::Freshet for Api {
                 }
                 pos = page.next;
                 if caught_up || pos.log_index > replica.shared.state().applied_index() {
+                    let idle = async {
+                        match keep_alive {
+                            Some(d) => tokio::time::sleep(d).await,
+                            None => std::future::pending().await,
+                        }
+                    };
                     tokio::select! {
                         changed = applied.changed() => if changed.is_err() { return },
                         _ = tx.closed() => return,
+                        _ = idle => {
+                            let event = pb::SubscribeEvent {
+                                records: Vec::new(),
+                                continuation_sequence_number: resume_after(last_seq, pos),
+                                millis_behind_latest: 0,
+                                child_shards: Vec::new(),
+                            };
+                            if tx.send(Ok(event)).await.is_err() {
+                                return;
+                            }
+                        }
                     }
                 }
             }

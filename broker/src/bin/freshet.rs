@@ -481,6 +481,7 @@ async fn read(
             iterator_type: kind as i32,
             starting_sequence_number: seq,
             timestamp_ms: ts,
+            keep_alive_ms: None,
         };
         tasks.spawn(async move {
             let mut events = api.subscribe(req).await?.into_inner();

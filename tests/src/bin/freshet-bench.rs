@@ -196,6 +196,7 @@ async fn run(target: Target<'_>, stream: &str, batch: usize, duration: Duration)
                 iterator_type: pb::IteratorType::Latest as i32,
                 starting_sequence_number: None,
                 timestamp_ms: None,
+                keep_alive_ms: None,
             };
             let rec = rec.clone();
             let stop = stop.clone();

@@ -15,6 +15,9 @@ use tonic::Request;
 /// How long one subscription lasts, as in Kinesis; the consumer then subscribes again
 /// from the last ContinuationSequenceNumber.
 pub const SUBSCRIPTION: Duration = Duration::from_secs(300);
+/// An idle subscription gets an event without records this often, as from Kinesis,
+/// naming where to resume.
+const KEEP_ALIVE_MS: u32 = 5_000;
 
 const START_TYPES: &[&str] =
     &["AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER", "TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"];
@@ -101,6 +104,7 @@ impl Actions {
                 iterator_type: kind as i32,
                 starting_sequence_number: seq,
                 timestamp_ms: ts,
+                keep_alive_ms: Some(KEEP_ALIVE_MS),
             }))
             .await?
             .into_inner();
