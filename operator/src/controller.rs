@@ -461,7 +461,9 @@ pub fn decide_phase(plan: &Plan, observed: &Observed, held_scale_down: Option<u3
             message: format!("{} of {} shards open; splitting", observed.open_shards, plan.shards),
         };
     }
-    if observed.open_shards > plan.shards {
+    // An ON_DEMAND stream's brokers split hot shards beyond the declared count, and
+    // those shards stay: more is the stream working as declared, not a merge pending.
+    if observed.open_shards > plan.shards && observed.mode != "ON_DEMAND" {
         return Phase::Progressing {
             reason: "Resharding",
             message: format!("{} of {} shards open; merging", observed.open_shards, plan.shards),
@@ -659,6 +661,9 @@ mod tests {
         assert_eq!(reason(decide_phase(&plan(4, 3), &observed("ACTIVE", 8, 0), None)), "Resharding");
         assert_eq!(reason(decide_phase(&plan(4, 3), &observed("ACTIVE", 4, 0), Some(5))), "ScaleDownPending");
         assert_eq!(reason(decide_phase(&plan(4, 3), &observed("ACTIVE", 4, 2), None)), "ElectingLeaders");
+        let on_demand = |open| Observed { mode: "ON_DEMAND".into(), ..observed("ACTIVE", open, 0) };
+        assert_eq!(decide_phase(&plan(4, 3), &on_demand(6), None), Phase::Ready, "hot shards were split");
+        assert_eq!(reason(decide_phase(&plan(4, 3), &on_demand(2), None)), "Resharding");
     }
 
     #[test]
