@@ -11,6 +11,7 @@ use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use freshet_broker::hashkey::HashKeyRange;
 use freshet_tests::{kinesis_client as sdk, kinesis_client_with as sdk_with, Cluster};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -154,40 +155,13 @@ async fn a_split_and_a_merge_under_sdk_producers_lose_and_reorder_nothing() {
     k.create_stream().stream_name("busy").shard_count(1).send().await.unwrap();
     wait_active(&k, "busy").await;
 
-    let acked: Arc<Mutex<BTreeMap<String, Vec<u64>>>> = Arc::default();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let acked: Acked = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
     let producers: Vec<_> = (0..3)
         .map(|p| {
-            let (k, acked, stop) = (sdk(cluster.brokers[p].kinesis_endpoint()), acked.clone(), stop.clone());
-            tokio::spawn(async move {
-                let mut n = 0u64;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    // One request per round carries the next record of each of this producer's keys.
-                    let keys: Vec<String> = (0..8).map(|i| format!("p{p}-k{i}")).collect();
-                    let entries = keys
-                        .iter()
-                        .map(|key| {
-                            PutRecordsRequestEntry::builder()
-                                .partition_key(key)
-                                .data(Blob::new(format!("{key}:{n}").into_bytes()))
-                                .build()
-                                .unwrap()
-                        })
-                        .collect();
-                    let Ok(out) = k.put_records().stream_name("busy").set_records(Some(entries)).send().await
-                    else {
-                        continue; // outcome unknown: the same n goes again, so duplicates are allowed
-                    };
-                    let mut acked = acked.lock().unwrap();
-                    for (key, r) in keys.iter().zip(out.records()) {
-                        if r.error_code().is_none() {
-                            acked.entry(key.clone()).or_default().push(n);
-                        }
-                    }
-                    drop(acked);
-                    n += 1;
-                }
-            })
+            let keys = (0..8).map(|i| (format!("p{p}-k{i}"), None)).collect();
+            let k = sdk(cluster.brokers[p].kinesis_endpoint());
+            produce(k, "busy", keys, String::new(), acked.clone(), stop.clone())
         })
         .collect();
 
@@ -211,7 +185,7 @@ async fn a_split_and_a_merge_under_sdk_producers_lose_and_reorder_nothing() {
         .unwrap();
     wait_active(&k, "busy").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
     for p in producers {
         p.await.unwrap();
     }
@@ -222,6 +196,50 @@ async fn a_split_and_a_merge_under_sdk_producers_lose_and_reorder_nothing() {
     assert_eq!(ids.len(), 4, "{ids:?}");
     let acked = acked.lock().unwrap().clone();
     verify_every_acked_record_in_order(&k, "busy", &ids, &acked).await;
+}
+
+/// The `n`s of the `"{key}:{n}"` records acknowledged, per key.
+type Acked = Arc<Mutex<BTreeMap<String, Vec<u64>>>>;
+
+/// A producer that, until `stop`, sends one PutRecords per round carrying record `n` of
+/// each key (data `"{pad}{key}:{n}"`, routed by the key's explicit hash key when given)
+/// and notes in `acked` what was acknowledged. A request whose outcome is unknown goes
+/// again with the same `n`, so duplicates are allowed, reordering is not.
+fn produce(
+    k: Client,
+    stream: &'static str,
+    keys: Vec<(String, Option<String>)>,
+    pad: String,
+    acked: Acked,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut n = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let entries = keys
+                .iter()
+                .map(|(key, hash)| {
+                    PutRecordsRequestEntry::builder()
+                        .partition_key(key)
+                        .set_explicit_hash_key(hash.clone())
+                        .data(Blob::new(format!("{pad}{key}:{n}").into_bytes()))
+                        .build()
+                        .unwrap()
+                })
+                .collect();
+            let Ok(out) = k.put_records().stream_name(stream).set_records(Some(entries)).send().await else {
+                continue;
+            };
+            let mut acked = acked.lock().unwrap();
+            for ((key, _), r) in keys.iter().zip(out.records()) {
+                if r.error_code().is_none() {
+                    acked.entry(key.clone()).or_default().push(n);
+                }
+            }
+            drop(acked);
+            n += 1;
+        }
+    })
 }
 
 /// Reads `shards` in order (parents before children) and checks that every record in
@@ -291,41 +309,11 @@ async fn on_demand_streams_split_hot_shards_and_keep_four_at_least() {
 
     // One producer keeps shard 0 (the lowest quarter of the key space) above 1 MiB/s
     // asked, 16 keys spread over its range; the limit throttles what is beyond capacity.
-    let acked: Arc<Mutex<BTreeMap<String, Vec<u64>>>> = Arc::default();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let producer = {
-        let (k, acked, stop) = (sdk(cluster.brokers[1].kinesis_endpoint()), acked.clone(), stop.clone());
-        tokio::spawn(async move {
-            let pad = "x".repeat(6_000);
-            let mut n = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let keys: Vec<(String, u128)> = (0..16u128).map(|j| (format!("k{j}"), j << 122)).collect();
-                let entries = keys
-                    .iter()
-                    .map(|(key, hash)| {
-                        PutRecordsRequestEntry::builder()
-                            .partition_key(key)
-                            .explicit_hash_key(hash.to_string())
-                            .data(Blob::new(format!("{pad}{key}:{n}").into_bytes()))
-                            .build()
-                            .unwrap()
-                    })
-                    .collect();
-                let Ok(out) = k.put_records().stream_name("auto").set_records(Some(entries)).send().await
-                else {
-                    continue;
-                };
-                let mut acked = acked.lock().unwrap();
-                for ((key, _), r) in keys.iter().zip(out.records()) {
-                    if r.error_code().is_none() {
-                        acked.entry(key.clone()).or_default().push(n);
-                    }
-                }
-                drop(acked);
-                n += 1;
-            }
-        })
-    };
+    let acked: Acked = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let keys = (0..16u128).map(|j| (format!("k{j}"), Some((j << 122).to_string()))).collect();
+    let k1 = sdk(cluster.brokers[1].kinesis_endpoint());
+    let producer = produce(k1, "auto", keys, "x".repeat(6_000), acked.clone(), stop.clone());
     let start = Instant::now();
     while open_shards(&k, "auto").await != (5, StreamStatus::Active) {
         assert!(
@@ -336,7 +324,7 @@ async fn on_demand_streams_split_hot_shards_and_keep_four_at_least() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
     producer.await.unwrap();
 
     let shards = k.list_shards().stream_name("auto").send().await.unwrap();
