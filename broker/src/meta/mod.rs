@@ -4,6 +4,7 @@
 //! commands in the same order, so each can route any request from its own copy.
 
 pub mod on_demand;
+mod reshard;
 pub mod scaling;
 pub mod settings;
 mod state;

@@ -1,6 +1,10 @@
 //! Kinesis actions: each takes the request's members, checks them the way Kinesis'
 //! model does (all violations at once), runs the same operation the gRPC API runs, and
 //! shapes the answer as Kinesis does.
+//!
+//! Here: the dispatch, the checks every action shares, and the stream actions (create,
+//! delete, describe, list). Records are in `records.rs`, resharding in `reshard.rs`,
+//! settings and consumers in `settings.rs`, SubscribeToShard in `subscribe.rs`.
 
 use super::error::KinesisError;
 use super::token::NextToken;
@@ -31,11 +35,9 @@ const NOT_YET: &[&str] = &[
 ];
 
 pub const STREAM_NAME_PATTERN: &str = "[a-zA-Z0-9_.-]+";
-const SHARD_ID_PATTERN: &str = "[a-zA-Z0-9_.-]+";
-const SEQUENCE_PATTERN: &str = "0|([1-9]\\d{0,128})";
-const HASH_KEY_PATTERN: &str = "0|([1-9]\\d{0,38})";
-const ITERATOR_TYPES: &[&str] =
-    &["AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER", "TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"];
+pub(super) const SHARD_ID_PATTERN: &str = "[a-zA-Z0-9_.-]+";
+pub(super) const SEQUENCE_PATTERN: &str = "0|([1-9]\\d{0,128})";
+pub(super) const HASH_KEY_PATTERN: &str = "0|([1-9]\\d{0,38})";
 const SHARD_FILTER_TYPES: &[&str] = &[
     "AFTER_SHARD_ID",
     "AT_TRIM_HORIZON",
@@ -49,7 +51,7 @@ pub(super) fn is_name(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
-fn is_decimal(s: &str, max_digits: usize) -> bool {
+pub(super) fn is_decimal(s: &str, max_digits: usize) -> bool {
     s == "0"
         || (!s.is_empty()
             && !s.starts_with('0')
@@ -113,30 +115,6 @@ fn shard_value(s: &pb::Shard) -> Value {
             Value::map([
                 ("StartingSequenceNumber", Value::str(&s.starting_sequence_number)),
                 ("EndingSequenceNumber", Value::opt_str(s.ending_sequence_number.clone())),
-            ]),
-        ),
-    ])
-}
-
-/// A record as GetRecords and SubscribeToShard return it.
-pub(super) fn record_value(r: pb::Record) -> Value {
-    Value::map([
-        ("SequenceNumber", Value::str(r.sequence_number)),
-        ("ApproximateArrivalTimestamp", Value::Timestamp(r.approximate_arrival_timestamp_ms)),
-        ("Data", Value::Bytes(r.data)),
-        ("PartitionKey", Value::str(r.partition_key)),
-    ])
-}
-
-pub(super) fn child_shard_value(c: &pb::ChildShard) -> Value {
-    Value::map([
-        ("ShardId", Value::str(&c.shard_id)),
-        ("ParentShards", Value::List(c.parent_shards.iter().map(Value::str).collect())),
-        (
-            "HashKeyRange",
-            Value::map([
-                ("StartingHashKey", Value::str(&c.starting_hash_key)),
-                ("EndingHashKey", Value::str(&c.ending_hash_key)),
             ]),
         ),
     ])
@@ -480,248 +458,6 @@ impl Actions {
             ("OpenShardCount", Value::Int(open as i128)),
             ("OnDemandStreamCount", Value::Int(0)),
             ("OnDemandStreamCountLimit", Value::Int(50)),
-        ]))
-    }
-
-    /// Checks one record's members (PutRecord's or a PutRecords entry's).
-    fn record(input: &mut Input, v: &mut Violations) -> Result<pb::PutRecordsEntry> {
-        let data_field = input.field("Data");
-        let key_field = input.field("PartitionKey");
-        let hash_field = input.field("ExplicitHashKey");
-        let data = v.required(&data_field, input.blob("Data")?).unwrap_or_default();
-        let key = v.required(&key_field, input.string("PartitionKey")?);
-        let hash = input.string("ExplicitHashKey")?;
-        v.blob_length(&data_field, &data, 0, crate::limits::MAX_RECORD_DATA);
-        if let Some(k) = &key {
-            v.length(&key_field, k, 1, 256);
-        }
-        if let Some(h) = &hash {
-            v.pattern(&hash_field, h, HASH_KEY_PATTERN, |h| is_decimal(h, 39));
-        }
-        Ok(pb::PutRecordsEntry { partition_key: key.unwrap_or_default(), data, explicit_hash_key: hash })
-    }
-
-    async fn put_record(&self, mut input: Input) -> Result<Value> {
-        let mut v = Violations::default();
-        let name = optional_stream_name(&mut input, &mut v)?;
-        let entry = Self::record(&mut input, &mut v)?;
-        if let Some(s) = input.string("SequenceNumberForOrdering")? {
-            // Sequence numbers only grow within a shard, so a later put always sorts after.
-            v.pattern("sequenceNumberForOrdering", &s, SEQUENCE_PATTERN, |s| is_decimal(s, 129));
-        }
-        v.finish()?;
-        let name = need(name)?;
-        let out = self
-            .api
-            .put_record(Request::new(pb::PutRecordRequest {
-                stream_name: name,
-                partition_key: entry.partition_key,
-                data: entry.data,
-                explicit_hash_key: entry.explicit_hash_key,
-            }))
-            .await?
-            .into_inner();
-        Ok(Value::map([
-            ("ShardId", Value::str(out.shard_id)),
-            ("SequenceNumber", Value::str(out.sequence_number)),
-            ("EncryptionType", Value::str("NONE")),
-        ]))
-    }
-
-    async fn put_records(&self, mut input: Input) -> Result<Value> {
-        let mut v = Violations::default();
-        let name = optional_stream_name(&mut input, &mut v)?;
-        let records = v.required("records", input.structures("Records")?).unwrap_or_default();
-        v.list_length("records", records.len(), 1, crate::limits::MAX_PUT_RECORDS_ENTRIES);
-        let mut entries = Vec::with_capacity(records.len());
-        for mut r in records {
-            entries.push(Self::record(&mut r, &mut v)?);
-        }
-        v.finish()?;
-        let name = need(name)?;
-        let out = self
-            .api
-            .put_records(Request::new(pb::PutRecordsRequest { stream_name: name, records: entries }))
-            .await?
-            .into_inner();
-        let results = out
-            .records
-            .into_iter()
-            .map(|r| {
-                if r.error_code.is_empty() {
-                    Value::map([
-                        ("SequenceNumber", Value::str(r.sequence_number)),
-                        ("ShardId", Value::str(r.shard_id)),
-                    ])
-                } else {
-                    // Kinesis has two per-record codes; anything but throttling is retryable.
-                    let code = if r.error_code == "ProvisionedThroughputExceededException" {
-                        r.error_code
-                    } else {
-                        "InternalFailure".to_string()
-                    };
-                    Value::map([
-                        ("ErrorCode", Value::str(code)),
-                        ("ErrorMessage", Value::str(r.error_message)),
-                    ])
-                }
-            })
-            .collect();
-        Ok(Value::map([
-            ("FailedRecordCount", Value::Int(out.failed_record_count.into())),
-            ("Records", Value::List(results)),
-            ("EncryptionType", Value::str("NONE")),
-        ]))
-    }
-
-    async fn get_shard_iterator(&self, mut input: Input, format: Format) -> Result<Value> {
-        let mut v = Violations::default();
-        let name = optional_stream_name(&mut input, &mut v)?;
-        let shard = v.required("shardId", input.string("ShardId")?);
-        let kind = v.required("shardIteratorType", input.string("ShardIteratorType")?);
-        let seq = input.string("StartingSequenceNumber")?;
-        let ts = input.timestamp("Timestamp", format)?;
-        if let Some(s) = &shard {
-            v.length("shardId", s, 1, 128);
-            v.pattern("shardId", s, SHARD_ID_PATTERN, is_name);
-        }
-        if let Some(k) = &kind {
-            v.one_of("shardIteratorType", k, ITERATOR_TYPES);
-        }
-        if let Some(s) = &seq {
-            v.pattern("startingSequenceNumber", s, SEQUENCE_PATTERN, |s| is_decimal(s, 129));
-        }
-        v.finish()?;
-        let name = need(name)?;
-        let kind = pb::IteratorType::from_str_name(&kind.unwrap_or_default())
-            .unwrap_or(pb::IteratorType::TrimHorizon);
-        let out = self
-            .api
-            .get_shard_iterator(Request::new(pb::GetShardIteratorRequest {
-                stream_name: name,
-                shard_id: shard.unwrap_or_default(),
-                iterator_type: kind as i32,
-                starting_sequence_number: seq,
-                timestamp_ms: ts,
-            }))
-            .await?
-            .into_inner();
-        Ok(Value::map([("ShardIterator", Value::str(out.shard_iterator))]))
-    }
-
-    async fn get_records(&self, mut input: Input) -> Result<Value> {
-        let mut v = Violations::default();
-        let it = v.required("shardIterator", input.string("ShardIterator")?);
-        let limit = input.int("Limit")?;
-        optional_stream_name(&mut input, &mut v)?;
-        if let Some(i) = &it {
-            v.length("shardIterator", i, 1, 512);
-        }
-        if let Some(l) = limit {
-            v.range("limit", l, 1, crate::limits::MAX_GET_RECORDS_LIMIT.into());
-        }
-        v.finish()?;
-        let out = self
-            .api
-            .get_records(Request::new(pb::GetRecordsRequest {
-                shard_iterator: it.unwrap_or_default(),
-                limit: limit.map(|l| l as u32),
-            }))
-            .await?
-            .into_inner();
-        let records = out.records.into_iter().map(record_value).collect();
-        let children = if out.child_shards.is_empty() {
-            Value::Null
-        } else {
-            Value::List(out.child_shards.iter().map(child_shard_value).collect())
-        };
-        Ok(Value::map([
-            ("Records", Value::List(records)),
-            ("NextShardIterator", Value::opt_str(out.next_shard_iterator)),
-            ("MillisBehindLatest", Value::Int(out.millis_behind_latest.into())),
-            ("ChildShards", children),
-        ]))
-    }
-
-    async fn split_shard(&self, mut input: Input) -> Result<Value> {
-        let mut v = Violations::default();
-        let name = optional_stream_name(&mut input, &mut v)?;
-        let shard = v.required("shardToSplit", input.string("ShardToSplit")?);
-        let key = v.required("newStartingHashKey", input.string("NewStartingHashKey")?);
-        if let Some(s) = &shard {
-            v.pattern("shardToSplit", s, SHARD_ID_PATTERN, is_name);
-        }
-        if let Some(k) = &key {
-            v.pattern("newStartingHashKey", k, HASH_KEY_PATTERN, |k| is_decimal(k, 39));
-        }
-        v.finish()?;
-        let name = need(name)?;
-        self.api
-            .split_shard(Request::new(pb::SplitShardRequest {
-                stream_name: name,
-                shard_to_split: shard.unwrap_or_default(),
-                new_starting_hash_key: key.unwrap_or_default(),
-            }))
-            .await?;
-        Ok(Value::map([]))
-    }
-
-    async fn merge_shards(&self, mut input: Input) -> Result<Value> {
-        let mut v = Violations::default();
-        let name = optional_stream_name(&mut input, &mut v)?;
-        let a = v.required("shardToMerge", input.string("ShardToMerge")?);
-        let b = v.required("adjacentShardToMerge", input.string("AdjacentShardToMerge")?);
-        for (field, s) in [("shardToMerge", &a), ("adjacentShardToMerge", &b)] {
-            if let Some(s) = s {
-                v.pattern(field, s, SHARD_ID_PATTERN, is_name);
-            }
-        }
-        v.finish()?;
-        let name = need(name)?;
-        self.api
-            .merge_shards(Request::new(pb::MergeShardsRequest {
-                stream_name: name,
-                shard_to_merge: a.unwrap_or_default(),
-                adjacent_shard_to_merge: b.unwrap_or_default(),
-            }))
-            .await?;
-        Ok(Value::map([]))
-    }
-
-    async fn update_shard_count(&self, mut input: Input) -> Result<Value> {
-        let mut v = Violations::default();
-        let name = optional_stream_name(&mut input, &mut v)?;
-        let target = v.required("targetShardCount", input.int("TargetShardCount")?);
-        let scaling = v.required("scalingType", input.string("ScalingType")?);
-        if let Some(t) = target {
-            v.range("targetShardCount", t, 1, 100_000);
-        }
-        if let Some(s) = &scaling {
-            v.one_of("scalingType", s, &["UNIFORM_SCALING"]);
-        }
-        v.finish()?;
-        let name = need(name)?;
-        // As in Kinesis, only PROVISIONED streams take a shard count; ON_DEMAND ones scale
-        // by themselves.
-        if self.api.stream_as_committed(&name).await?.mode == crate::meta::settings::StreamMode::OnDemand {
-            return Err(KinesisError::invalid_argument(format!(
-                "UpdateShardCount is only supported for streams in PROVISIONED mode, and stream {name} is ON_DEMAND: it splits its hot shards by itself (UpdateStreamMode switches it)."
-            )));
-        }
-        let out = self
-            .api
-            .update_shard_count(Request::new(pb::UpdateShardCountRequest {
-                stream_name: name.clone(),
-                target_shard_count: target.unwrap_or_default() as u32,
-                scaling_type: scaling.unwrap_or_default(),
-            }))
-            .await?
-            .into_inner();
-        Ok(Value::map([
-            ("StreamName", Value::str(&out.stream_name)),
-            ("StreamARN", Value::str(stream_arn(&self.region, &name))),
-            ("CurrentShardCount", Value::Int(out.current_shard_count.into())),
-            ("TargetShardCount", Value::Int(out.target_shard_count.into())),
         ]))
     }
 }

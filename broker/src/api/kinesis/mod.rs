@@ -8,6 +8,8 @@ mod auth;
 mod error;
 #[doc(hidden)]
 pub mod fuzz;
+mod records;
+mod reshard;
 mod settings;
 mod subscribe;
 mod token;

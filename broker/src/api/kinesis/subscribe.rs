@@ -54,8 +54,8 @@ fn exception(e: &KinesisError, format: Format) -> Bytes {
 }
 
 fn shard_event(e: pb::SubscribeEvent) -> Value {
-    let records = e.records.into_iter().map(super::actions::record_value).collect();
-    let children = e.child_shards.iter().map(super::actions::child_shard_value).collect::<Vec<_>>();
+    let records = e.records.into_iter().map(super::records::record_value).collect();
+    let children = e.child_shards.iter().map(super::records::child_shard_value).collect::<Vec<_>>();
     Value::map([
         ("Records", Value::List(records)),
         ("ContinuationSequenceNumber", Value::str(e.continuation_sequence_number)),

@@ -384,15 +384,17 @@ async fn failover_times(rounds: usize) -> anyhow::Result<Vec<Duration>> {
 }
 
 fn row(r: &Result) -> String {
+    // A peer without a push API (kinesalite) has no end-to-end figures.
+    let ms = |v: f64| if v.is_nan() { "-".to_string() } else { format!("{v:.2}") };
     format!(
-        "| {} | {:.0} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} |",
+        "| {} | {:.0} | {:.1} | {:.2} | {:.2} | {} | {} | {:.0} |",
         r.name,
         r.records_per_sec,
         r.mib_per_sec,
         r.put_p50_ms,
         r.put_p99_ms,
-        r.e2e_p50_ms,
-        r.e2e_p99_ms,
+        ms(r.e2e_p50_ms),
+        ms(r.e2e_p99_ms),
         r.cpu_us_per_record
     )
 }
