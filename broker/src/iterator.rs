@@ -5,7 +5,6 @@
 //! An HMAC over all of it with the cluster's secret means it cannot be forged or altered.
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::sequence::SequenceNumber;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -26,10 +25,6 @@ pub struct ShardIterator {
 }
 
 impl ShardIterator {
-    pub fn next_sequence(&self, epoch: u32) -> SequenceNumber {
-        SequenceNumber::new(epoch, self.log_index, self.position)
-    }
-
     pub fn encode(&self, secret: &[u8]) -> String {
         let mut bytes = bincode::serialize(self).expect("iterator serializes");
         let tag = mac(secret, &bytes);

@@ -79,23 +79,33 @@ pub fn validate_replication(rf: u32, nodes: usize) -> Result<()> {
     Ok(())
 }
 
-pub fn validate_partition_key(key: &str) -> Result<()> {
+/// The member path Kinesis names in a violation: `partitionKey` in PutRecord,
+/// `records.3.member.partitionKey` for PutRecords' third record.
+pub fn member(record: Option<usize>, field: &str) -> String {
+    match record {
+        Some(i) => format!("records.{}.member.{field}", i + 1),
+        None => field.to_string(),
+    }
+}
+
+/// `record`: the record's position in a PutRecords batch (`None` for PutRecord).
+pub fn validate_partition_key(key: &str, record: Option<usize>) -> Result<()> {
     let n = key.chars().count();
     if n == 0 || n > 256 {
         return Err(violation(
             &key.chars().take(64).collect::<String>(),
-            "partitionKey",
+            &member(record, "partitionKey"),
             "Member must have length between 1 and 256",
         ));
     }
     Ok(())
 }
 
-pub fn validate_data(data: &[u8]) -> Result<()> {
+pub fn validate_data(data: &[u8], record: Option<usize>) -> Result<()> {
     if data.len() > MAX_RECORD_DATA {
         return Err(violation(
             &format!("java.nio.HeapByteBuffer[pos=0 lim={} cap={}]", data.len(), data.len()),
-            "data",
+            &member(record, "data"),
             "Member must have length less than or equal to 1048576",
         ));
     }
@@ -154,6 +164,16 @@ impl Default for ShardLimits {
             write_records_per_second: DEFAULT_SHARD_WRITE_RECORDS,
         }
     }
+}
+
+/// Enforced limits must let something through; "no limits" is `enforce: false`.
+pub fn validate_shard_limits(l: &ShardLimits) -> Result<()> {
+    if l.enforce && (l.write_bytes_per_second == 0 || l.write_records_per_second == 0) {
+        return Err(Error::invalid(
+            "Shard write limits must be positive; switch them off with enforce = false instead.",
+        ));
+    }
+    Ok(())
 }
 
 /// Two token buckets (bytes and records) refilled continuously, holding at most one
@@ -220,12 +240,14 @@ mod tests {
 
     #[test]
     fn record_and_batch_limits() {
-        assert!(validate_partition_key("k").is_ok());
-        assert!(validate_partition_key(&"é".repeat(256)).is_ok());
-        assert!(validate_partition_key(&"k".repeat(257)).is_err());
-        assert!(validate_partition_key("").is_err());
-        assert!(validate_data(&vec![0; MAX_RECORD_DATA]).is_ok());
-        assert!(validate_data(&vec![0; MAX_RECORD_DATA + 1]).is_err());
+        assert!(validate_partition_key("k", None).is_ok());
+        assert!(validate_partition_key(&"é".repeat(256), None).is_ok());
+        assert!(validate_partition_key(&"k".repeat(257), None).is_err());
+        let e = validate_partition_key("", Some(2)).unwrap_err();
+        assert!(e.message.contains("'records.3.member.partitionKey'"), "{}", e.message);
+        assert!(validate_data(&vec![0; MAX_RECORD_DATA], None).is_ok());
+        let e = validate_data(&vec![0; MAX_RECORD_DATA + 1], None).unwrap_err();
+        assert!(e.message.contains("at 'data'"), "{}", e.message);
         assert!(validate_put_records_batch(500, MAX_PUT_RECORDS_BYTES).is_ok());
         assert!(validate_put_records_batch(501, 10).is_err());
         assert!(validate_put_records_batch(0, 0).is_err());

@@ -26,6 +26,8 @@ pub struct Observed {
     pub closed_shards: u32,
     pub shards_without_leader: u32,
     pub retention_hours: u32,
+    /// Whether the shards' write limits are enforced.
+    pub limits_enforced: bool,
     /// `PROVISIONED` or `ON_DEMAND`, as Kinesis names the modes.
     pub mode: String,
     pub open: Vec<crate::reshard::OpenShard>,
@@ -37,6 +39,38 @@ pub fn kinesis_mode(stream: &Stream) -> &'static str {
         StreamMode::Provisioned => "PROVISIONED",
         StreamMode::OnDemand => "ON_DEMAND",
     }
+}
+
+/// Settings a Stream declares that its brokers do not have yet.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SettingsChange {
+    pub retention_hours: Option<u32>,
+    /// Enforce Kinesis' limits (1 MiB/s and 1,000 records/s per shard), or none.
+    pub limits_enforced: Option<bool>,
+}
+
+impl std::fmt::Display for SettingsChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(h) = self.retention_hours {
+            parts.push(format!("retention {h} h"));
+        }
+        if let Some(on) = self.limits_enforced {
+            parts.push(format!("shard write limits {}", if on { "enforced" } else { "off" }));
+        }
+        write!(f, "{}", parts.join(", "))
+    }
+}
+
+/// What must change for the brokers to hold the settings `stream` declares; None when
+/// they already do.
+pub fn settings_change(stream: &Stream, observed: &Observed) -> Option<SettingsChange> {
+    let enforce = stream.spec.shard_limits == ShardLimitsMode::Enforce;
+    let change = SettingsChange {
+        retention_hours: Some(stream.spec.retention_hours).filter(|h| *h != observed.retention_hours),
+        limits_enforced: Some(enforce).filter(|e| *e != observed.limits_enforced),
+    };
+    (change != SettingsChange::default()).then_some(change)
 }
 
 pub struct Admin {
@@ -70,6 +104,7 @@ impl Admin {
                     shards_without_leader: open.iter().filter(|s| !led.contains(s.shard_id.as_str())).count()
                         as u32,
                     retention_hours: d.retention_hours,
+                    limits_enforced: d.limits.as_ref().is_none_or(|l| l.enforce),
                     mode: if d.stream_mode.is_empty() { "PROVISIONED".into() } else { d.stream_mode.clone() },
                     open: open
                         .iter()
@@ -140,6 +175,20 @@ impl Admin {
         self.client.api.clone().update_stream_mode(req).await.map(|_| ())
     }
 
+    pub async fn update_settings(&self, name: &str, change: &SettingsChange) -> Result<(), tonic::Status> {
+        let limits = change.limits_enforced.map(|enforce| pb::ShardLimits {
+            enforce,
+            write_bytes_per_second: freshet_broker::limits::DEFAULT_SHARD_WRITE_BYTES,
+            write_records_per_second: freshet_broker::limits::DEFAULT_SHARD_WRITE_RECORDS,
+        });
+        let req = pb::UpdateStreamSettingsRequest {
+            stream_name: name.into(),
+            retention_hours: change.retention_hours,
+            limits,
+        };
+        self.client.api.clone().update_stream_settings(req).await.map(|_| ())
+    }
+
     pub async fn cluster_status(&self) -> Result<pb::ClusterStatusResponse, tonic::Status> {
         Ok(self.client.api.clone().cluster_status(pb::ClusterStatusRequest {}).await?.into_inner())
     }
@@ -165,5 +214,39 @@ impl Admin {
             Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
             Err(s) => Err(s),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::desired::fixtures::stream;
+    use serde_json::json;
+
+    fn observed(retention_hours: u32, limits_enforced: bool) -> Observed {
+        Observed {
+            status: "ACTIVE".into(),
+            open_shards: 2,
+            closed_shards: 0,
+            shards_without_leader: 0,
+            retention_hours,
+            limits_enforced,
+            mode: "PROVISIONED".into(),
+            open: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn settings_follow_the_spec_and_only_what_differs_changes() {
+        let s = stream(json!({"shards": 2, "retentionHours": 48}));
+        assert_eq!(settings_change(&s, &observed(48, true)), None, "defaults: limits enforced");
+        let change = settings_change(&s, &observed(24, true)).unwrap();
+        assert_eq!(change, SettingsChange { retention_hours: Some(48), limits_enforced: None });
+        assert_eq!(change.to_string(), "retention 48 h");
+        let off = stream(json!({"shards": 2, "retentionHours": 48, "shardLimits": "Off"}));
+        let change = settings_change(&off, &observed(72, true)).unwrap();
+        assert_eq!(change, SettingsChange { retention_hours: Some(48), limits_enforced: Some(false) });
+        assert_eq!(change.to_string(), "retention 48 h, shard write limits off");
+        assert_eq!(settings_change(&off, &observed(48, false)), None);
     }
 }

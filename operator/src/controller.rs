@@ -259,9 +259,12 @@ async fn apply(stream: &Stream, ctx: &Context) -> Result<Action, Error> {
     }
     let phase = match roll_brokers(stream, ctx, &plan, &sts, &admin).await {
         Ok(Some(rolling)) => rolling,
-        Ok(None) => match reshard_step(stream, ctx, &plan, &observed, &admin).await? {
-            Some(resharding) => resharding,
-            None => decide_phase(&plan, &observed, held_scale_down),
+        Ok(None) => match settings_step(stream, ctx, &plan, &observed, &admin).await? {
+            Some(changing) => changing,
+            None => match reshard_step(stream, ctx, &plan, &observed, &admin).await? {
+                Some(resharding) => resharding,
+                None => decide_phase(&plan, &observed, held_scale_down),
+            },
         },
         Err(e) => return Err(e),
     };
@@ -369,6 +372,26 @@ async fn roll_brokers(
             Ok(rolling(note))
         }
     }
+}
+
+/// Retention and write limits follow the spec: the brokers keep them per stream, and
+/// change them only while the stream is ACTIVE.
+async fn settings_step(
+    stream: &Stream,
+    ctx: &Context,
+    plan: &Plan,
+    observed: &Observed,
+    admin: &Admin,
+) -> Result<Option<Phase>, Error> {
+    if observed.status != "ACTIVE" {
+        return Ok(None);
+    }
+    let Some(change) = crate::broker::settings_change(stream, observed) else { return Ok(None) };
+    let broker = |status| Error::Broker { endpoint: (ctx.locate)(plan), status };
+    admin.update_settings(&plan.name, &change).await.map_err(broker)?;
+    let note = format!("stream settings: {change}");
+    ctx.event(stream, EventType::Normal, "StreamSettingsChanged", note.clone()).await;
+    Ok(Some(Phase::Progressing { reason: "StreamSettingsChanging", message: note }))
 }
 
 /// One step toward the declared shard count, once the stream is ACTIVE (the brokers were
@@ -643,6 +666,7 @@ mod tests {
             closed_shards: 0,
             shards_without_leader: leaderless,
             retention_hours: 24,
+            limits_enforced: true,
             mode: "PROVISIONED".into(),
             open: Vec::new(),
         }

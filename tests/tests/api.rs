@@ -321,6 +321,50 @@ async fn shard_write_limits_throttle_per_record() {
     assert!(ok >= 1000, "a full second of capacity is admitted ({ok})");
     let read = read_all(&cluster.client(2), "limited").await;
     assert_eq!(read["shardId-000000000000"].len(), ok, "exactly the admitted records were written");
+
+    // The limits of an existing stream change, and every later write meets the new ones.
+    let mut admin = cluster.client(3).api.clone();
+    let settings = |retention_hours: Option<u32>, limits: Option<pb::ShardLimits>| {
+        pb::UpdateStreamSettingsRequest { stream_name: "limited".into(), retention_hours, limits }
+    };
+    let limits = |enforce: bool, records: u64| pb::ShardLimits {
+        enforce,
+        write_bytes_per_second: 1 << 20,
+        write_records_per_second: records,
+    };
+    let burst = || async {
+        let records = (0..500).map(|i| entry(&format!("k{i}"), vec![1u8; 10])).collect();
+        let req = pb::PutRecordsRequest { stream_name: "limited".into(), records };
+        api.clone().put_records(req).await.unwrap().into_inner().failed_record_count
+    };
+    admin.update_stream_settings(settings(None, Some(limits(true, 50)))).await.unwrap();
+    let d = cluster.client(1).describe("limited").await.unwrap();
+    assert_eq!(d.limits.unwrap().write_records_per_second, 50);
+    // The shard's writer takes new limits at its next request, once its node has applied
+    // the change (a moment after the metadata leader has).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let failed = loop {
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let failed = burst().await;
+        if failed >= 400 || std::time::Instant::now() > deadline {
+            break failed;
+        }
+    };
+    assert!(failed >= 400, "at most ~50 of 500 records admitted under 50 records/s (failed {failed})");
+    admin.update_stream_settings(settings(Some(48), Some(limits(false, 1)))).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while burst().await > 0 {
+        assert!(std::time::Instant::now() < deadline, "limits switched off, yet writes are throttled");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let d = cluster.client(2).describe("limited").await.unwrap();
+    assert_eq!((d.retention_hours, d.limits.unwrap().enforce), (48, false));
+    for bad in [settings(Some(23), None), settings(None, Some(limits(true, 0)))] {
+        let e = admin.update_stream_settings(bad).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
+    }
+    let d = cluster.client(2).describe("limited").await.unwrap();
+    assert_eq!((d.retention_hours, d.limits.unwrap().enforce), (48, false), "refused changes change nothing");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -367,7 +411,6 @@ async fn bad_input_gets_kinesis_errors_and_changes_nothing() {
     for i in 0..20 {
         api.put_record(put("good", &format!("k{i}"), b"x")).await.unwrap();
     }
-    let before = read_all(&client, "good").await;
 
     let create = |name: &str, shards: u32, retention: Option<u32>, rf: Option<u32>| pb::CreateStreamRequest {
         stream_name: name.into(),
@@ -448,6 +491,16 @@ async fn bad_input_gets_kinesis_errors_and_changes_nothing() {
     mixed.push(entry("", vec![1]));
     let e = api.put_records(batch(mixed)).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("records.11.member.partitionKey"), "{}", e.message());
+    for name in ["missing", "bad name"] {
+        let e =
+            api.describe_stream(pb::DescribeStreamRequest { stream_name: name.into() }).await.unwrap_err();
+        let e2 = api.delete_stream(pb::DeleteStreamRequest { stream_name: name.into() }).await.unwrap_err();
+        for e in [e, e2] {
+            let expected = if name == "missing" { Code::NotFound } else { Code::InvalidArgument };
+            assert_eq!(e.code(), expected, "{name}: {}", e.message());
+        }
+    }
 
     let iterator = |shard: &str, kind: i32, seq: Option<&str>, ts: Option<i64>| pb::GetShardIteratorRequest {
         stream_name: "good".into(),
@@ -471,8 +524,30 @@ async fn bad_input_gets_kinesis_errors_and_changes_nothing() {
     assert!(e.message().contains("StartingSequenceNumber"), "{}", e.message());
     let e = api.get_shard_iterator(iterator(s0, 2, Some("12345"), None)).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
+    // Another shard's sequence number names that shard, and is refused here in Kinesis' words.
+    let mut on_shard1 = put("good", "k", b"on shard 1");
+    on_shard1.explicit_hash_key = Some((1u128 << 127).to_string());
+    let written = api.put_record(on_shard1).await.unwrap().into_inner();
+    assert_eq!(written.shard_id, "shardId-000000000001");
+    for kind in [IteratorType::AtSequenceNumber, IteratorType::AfterSequenceNumber] {
+        let e = api
+            .get_shard_iterator(iterator(s0, kind as i32, Some(&written.sequence_number), None))
+            .await
+            .unwrap_err();
+        assert_eq!((e.code(), error_type(&e)), (Code::InvalidArgument, "InvalidArgumentException"));
+        assert_eq!(
+            e.message(),
+            "Invalid StartingSequenceNumber. It encodes shardId-000000000001, while it was used in a call to a shard with shardId-000000000000"
+        );
+    }
+    let on_its_shard = iterator("shardId-000000000001", 0, Some(&written.sequence_number), None);
+    assert!(api.get_shard_iterator(on_its_shard).await.is_ok());
+    let before = read_all(&client, "good").await;
     let e = api.get_shard_iterator(iterator(s0, 4, None, None)).await.unwrap_err();
     assert!(e.message().contains("timestamp"), "{}", e.message());
+    let tomorrow = Some(freshet_tests::freshet_broker::now_ms() + 86_400_000);
+    let e = api.get_shard_iterator(iterator(s0, 4, None, tomorrow)).await.unwrap_err();
+    assert!(e.message().contains("cannot be greater than the currentTimestampInMillis"), "{}", e.message());
     let e = api.get_shard_iterator(iterator(s0, 99, None, None)).await.unwrap_err();
     assert!(e.message().contains("shardIteratorType"), "{}", e.message());
 

@@ -136,6 +136,14 @@ async fn put_lines_then_read_them_back() {
     let (ok, out, _) = freshet(&cluster, &["read", "cli", "--from", "trim-horizon"], None);
     assert!(ok);
     assert_eq!(out.lines().count(), 3000 + 1 + 40, "every record is still readable after scaling");
+
+    // Settings of an existing stream.
+    let args = ["stream", "update", "cli", "--retention-hours", "48", "--write-records-per-second", "500"];
+    let (ok, _, err) = freshet(&cluster, &args, None);
+    assert!(ok, "{err}");
+    assert!(err.contains("retention 48 h, write limits 1048576 bytes/s and 500 records/s per shard"), "{err}");
+    let (ok, _, err) = freshet(&cluster, &["stream", "update", "cli"], None);
+    assert!(!ok && err.contains("nothing to change"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -210,6 +210,21 @@ async fn more_declared_throughput_grows_the_brokers_and_bigger_storage_grows_the
     assert_eq!(ranges, even);
     let reasons = event_reasons(&fake);
     assert_eq!(reasons.iter().filter(|r| *r == "ShardCountUpdating").count(), 2, "{reasons:?}");
+
+    // Retention and write limits of the existing stream follow the spec.
+    let patch = json!({"spec": {"retentionHours": 72, "shardLimits": "Off"}});
+    api.patch("orders", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let client = cluster.any_client();
+    let mut d = client.describe("orders").await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while (d.retention_hours, d.limits.as_ref().map(|l| l.enforce)) != (72, Some(false)) {
+        assert!(std::time::Instant::now() < deadline, "settings never reached the brokers: {d:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        d = client.describe("orders").await.unwrap();
+    }
+    assert!(event_reasons(&fake).iter().any(|r| r == "StreamSettingsChanged"));
+    eventually("Ready again", || condition(&stream_obj(&fake, "orders")?, "Ready").filter(|c| c.0 == "True"))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,7 @@ use crate::meta::settings::{self, StreamMode};
 use crate::meta::{parse_shard_id, shard_id, MetaCommand, ShardMeta, StreamMeta};
 use crate::node::{Node, Target, MAX_HOPS};
 use crate::pb::{self, IteratorType};
-use crate::sequence::SequenceNumber;
+use crate::sequence::{SequenceBase, SequenceNumber};
 use crate::shard::reader::{Page, Position, ReadLimits};
 use crate::shard::ShardReplica;
 use std::pin::Pin;
@@ -119,7 +119,7 @@ fn to_pb(r: crate::shard::reader::StoredRecord) -> pb::Record {
 /// Where an iterator request starts, resolved on a replica of the shard.
 fn start_position(
     replica: &ShardReplica,
-    epoch: u32,
+    base: SequenceBase,
     kind: IteratorType,
     seq: Option<SequenceNumber>,
     ts: Option<i64>,
@@ -131,9 +131,11 @@ fn start_position(
         IteratorType::AtTimestamp => shared.at_timestamp(ts.unwrap_or(0))?,
         IteratorType::AtSequenceNumber | IteratorType::AfterSequenceNumber => {
             let mut s = seq.expect("validated");
-            if s.epoch != epoch {
+            if s.base() != base {
+                // Kinesis' words for another shard's number.
                 return Err(Error::invalid(format!(
-                    "StartingSequenceNumber {s} used in GetShardIterator does not belong to shard {}.",
+                    "Invalid StartingSequenceNumber. It encodes {}, while it was used in a call to a shard with {}",
+                    crate::meta::shard_id(s.shard),
                     crate::meta::shard_id(replica.shard_index)
                 )));
             }
@@ -182,6 +184,14 @@ fn validate_iterator_args(
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::SubscribeEvent, Status>> + Send>>;
 
+fn shard_limits(l: pb::ShardLimits) -> ShardLimits {
+    ShardLimits {
+        enforce: l.enforce,
+        write_bytes_per_second: l.write_bytes_per_second,
+        write_records_per_second: l.write_records_per_second,
+    }
+}
+
 fn parse_mode(m: &str) -> Result<StreamMode> {
     StreamMode::parse(m).ok_or_else(|| {
         Error::validation(format!(
@@ -222,22 +232,8 @@ impl pb::freshet_server::Freshet for Api {
         let replication = r.replication_factor.unwrap_or(limits::DEFAULT_REPLICATION);
         let voters = self.node.voters();
         limits::validate_replication(replication, voters.len())?;
-        let limits = match r.limits {
-            None => ShardLimits::default(),
-            Some(l) => {
-                if l.enforce && (l.write_bytes_per_second == 0 || l.write_records_per_second == 0) {
-                    return Err(Error::invalid(
-                        "Shard write limits must be positive; switch them off with enforce = false instead.",
-                    )
-                    .into());
-                }
-                ShardLimits {
-                    enforce: l.enforce,
-                    write_bytes_per_second: l.write_bytes_per_second,
-                    write_records_per_second: l.write_records_per_second,
-                }
-            }
-        };
+        let limits = r.limits.map(shard_limits).unwrap_or_default();
+        limits::validate_shard_limits(&limits)?;
         self.node
             .meta_write(MetaCommand::CreateStream {
                 name: r.stream_name,
@@ -357,6 +353,31 @@ impl pb::freshet_server::Freshet for Api {
         Ok(Response::new(pb::UpdateStreamModeResponse {}))
     }
 
+    /// Retention (either way, unlike Kinesis' Increase/Decrease pair) and write limits;
+    /// each given field is one metadata change.
+    async fn update_stream_settings(
+        &self,
+        req: Request<pb::UpdateStreamSettingsRequest>,
+    ) -> Result<Response<pb::UpdateStreamSettingsResponse>, Status> {
+        let r = req.into_inner();
+        let stream = self.stream_as_committed(&r.stream_name).await?;
+        if let Some(hours) = r.retention_hours {
+            limits::validate_retention_hours(hours)?;
+        }
+        let limits = r.limits.map(shard_limits);
+        if let Some(l) = &limits {
+            limits::validate_shard_limits(l)?;
+        }
+        if let Some(l) = limits.filter(|l| *l != stream.limits) {
+            self.change(MetaCommand::SetLimits { stream: stream.name.clone(), limits: l }).await?;
+        }
+        if let Some(hours) = r.retention_hours.filter(|h| *h != stream.retention_hours) {
+            let increase = hours > stream.retention_hours;
+            self.change(MetaCommand::SetRetention { stream: stream.name.clone(), hours, increase }).await?;
+        }
+        Ok(Response::new(pb::UpdateStreamSettingsResponse {}))
+    }
+
     async fn remove_node(
         &self,
         req: Request<pb::RemoveNodeRequest>,
@@ -390,6 +411,8 @@ impl pb::freshet_server::Freshet for Api {
         req: Request<pb::PutRecordRequest>,
     ) -> Result<Response<pb::PutRecordResponse>, Status> {
         let r = req.into_inner();
+        limits::validate_partition_key(&r.partition_key, None)?;
+        limits::validate_data(&r.data, None)?;
         let entry = pb::PutRecordsEntry {
             partition_key: r.partition_key,
             data: r.data,
@@ -426,9 +449,9 @@ impl pb::freshet_server::Freshet for Api {
         let total: usize = r.records.iter().map(|e| e.data.len() + e.partition_key.len()).sum();
         limits::validate_put_records_batch(r.records.len(), total)?;
         // Validate everything first: a batch with one bad record is rejected whole.
-        for e in &r.records {
-            limits::validate_partition_key(&e.partition_key)?;
-            limits::validate_data(&e.data)?;
+        for (i, e) in r.records.iter().enumerate() {
+            limits::validate_partition_key(&e.partition_key, Some(i))?;
+            limits::validate_data(&e.data, Some(i))?;
             if let Some(k) = &e.explicit_hash_key {
                 crate::hashkey::parse_explicit_hash_key(k)?;
             }
@@ -454,7 +477,7 @@ impl pb::freshet_server::Freshet for Api {
                 return self.node.pool.api(&addr).get_shard_iterator(fwd).await;
             }
         };
-        let pos = start_position(&replica, shard.epoch, kind, seq, r.timestamp_ms)?;
+        let pos = start_position(&replica, shard.sequence_base(), kind, seq, r.timestamp_ms)?;
         let it = ShardIterator {
             stream: stream.name.clone(),
             shard_index: shard.index,
@@ -495,8 +518,8 @@ impl pb::freshet_server::Freshet for Api {
         };
         let from = Position { log_index: it.log_index, position: it.position };
         let shared = replica.shared.clone();
-        let epoch = shard.epoch;
-        let page: Page = tokio::task::spawn_blocking(move || shared.read(epoch, from, &limits))
+        let base = shard.sequence_base();
+        let page: Page = tokio::task::spawn_blocking(move || shared.read(base, from, &limits))
             .await
             .map_err(|e| Status::internal(e.to_string()))??;
         let next = ShardIterator {
@@ -536,7 +559,7 @@ impl pb::freshet_server::Freshet for Api {
                 }
             },
         };
-        let mut pos = start_position(&replica, shard.epoch, kind, seq, r.timestamp_ms)?;
+        let mut pos = start_position(&replica, shard.sequence_base(), kind, seq, r.timestamp_ms)?;
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::SubscribeEvent, Status>>(4);
         let retention_hour_ms = self.node.config.retention_hour_ms;
         let retention_hours = stream.retention_hours;
@@ -551,10 +574,8 @@ impl pb::freshet_server::Freshet for Api {
             // before the start position starts where this subscription did.
             let mut last_seq: Option<SequenceNumber> = None;
             let resume_after = |last: Option<SequenceNumber>, pos: Position| {
-                last.unwrap_or_else(|| {
-                    SequenceNumber::new(shard.epoch, pos.log_index, pos.position).predecessor()
-                })
-                .to_string()
+                last.unwrap_or_else(|| shard.sequence_base().at(pos.log_index, pos.position).predecessor())
+                    .to_string()
             };
             loop {
                 let limits = ReadLimits {
@@ -563,8 +584,8 @@ impl pb::freshet_server::Freshet for Api {
                     expired_before_ms: crate::now_ms() - i64::from(retention_hours) * retention_hour_ms,
                 };
                 let shared = replica.shared.clone();
-                let epoch = shard.epoch;
-                let page = match tokio::task::spawn_blocking(move || shared.read(epoch, pos, &limits)).await {
+                let base = shard.sequence_base();
+                let page = match tokio::task::spawn_blocking(move || shared.read(base, pos, &limits)).await {
                     Ok(Ok(p)) => p,
                     Ok(Err(e)) => {
                         let _ = tx.send(Err(e.into())).await;

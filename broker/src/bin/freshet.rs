@@ -87,6 +87,22 @@ enum StreamCmd {
     Delete {
         name: String,
     },
+    /// Change an existing stream's retention or per-shard write limits.
+    Update {
+        name: String,
+        /// 24 to 8760 (shorter or longer).
+        #[arg(long)]
+        retention_hours: Option<u32>,
+        /// Switch the per-shard write limits off.
+        #[arg(long, conflicts_with_all = ["write_bytes_per_second", "write_records_per_second"])]
+        no_limits: bool,
+        /// Enforce this per-shard write limit in bytes per second (default 1 MiB/s).
+        #[arg(long)]
+        write_bytes_per_second: Option<u64>,
+        /// Enforce this per-shard write limit in records per second (default 1,000).
+        #[arg(long)]
+        write_records_per_second: Option<u64>,
+    },
     /// Split a shard in two (the stream stays readable and writable meanwhile).
     Split {
         name: String,
@@ -160,6 +176,46 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn stream(client: &Client, cmd: StreamCmd) -> anyhow::Result<()> {
     let mut api = client.api.clone();
     match cmd {
+        StreamCmd::Update {
+            name,
+            retention_hours,
+            no_limits,
+            write_bytes_per_second,
+            write_records_per_second,
+        } => {
+            let defaults = freshet_broker::limits::ShardLimits::default();
+            let limits = (no_limits
+                || write_bytes_per_second.is_some()
+                || write_records_per_second.is_some())
+            .then(|| pb::ShardLimits {
+                enforce: !no_limits,
+                write_bytes_per_second: write_bytes_per_second.unwrap_or(defaults.write_bytes_per_second),
+                write_records_per_second: write_records_per_second
+                    .unwrap_or(defaults.write_records_per_second),
+            });
+            if retention_hours.is_none() && limits.is_none() {
+                bail!(
+                    "nothing to change: give --retention-hours, --no-limits or a --write-*-per-second limit"
+                );
+            }
+            api.update_stream_settings(pb::UpdateStreamSettingsRequest {
+                stream_name: name.clone(),
+                retention_hours,
+                limits,
+            })
+            .await?;
+            let d = client.describe(&name).await?;
+            let l = d.limits.unwrap_or_default();
+            let limits = if l.enforce {
+                format!(
+                    "{} bytes/s and {} records/s per shard",
+                    l.write_bytes_per_second, l.write_records_per_second
+                )
+            } else {
+                "off".to_string()
+            };
+            eprintln!("stream {name}: retention {} h, write limits {limits}", d.retention_hours);
+        }
         StreamCmd::Create {
             name,
             shards,

@@ -108,6 +108,15 @@ impl MetaState {
         Ok(())
     }
 
+    /// Any status but DELETING: limits do not touch the shards' layout, so a stream being
+    /// resharded takes them too.
+    pub(super) fn set_limits(&mut self, stream: &str, new: limits::ShardLimits) -> Result<()> {
+        limits::validate_shard_limits(&new)?;
+        let s = self.streams.get_mut(stream).ok_or_else(|| Error::stream_not_found(stream))?;
+        s.limits = new;
+        Ok(())
+    }
+
     pub(super) fn set_mode(&mut self, stream: &str, mode: StreamMode) -> Result<()> {
         self.active_stream(stream)?.mode = mode;
         Ok(())

@@ -5,7 +5,7 @@ use crate::hashkey::HashKeyRange;
 use crate::limits::{self, ShardLimits};
 use crate::meta::settings::{Consumer, StreamMode};
 use crate::raft::NodeId;
-use crate::sequence::SequenceNumber;
+use crate::sequence::{SequenceBase, SequenceNumber};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -62,7 +62,12 @@ impl ShardMeta {
         shard_id(self.index)
     }
     pub fn starting_sequence_number(&self) -> SequenceNumber {
-        SequenceNumber::new(self.epoch, 0, 0)
+        self.sequence_base().at(0, 0)
+    }
+
+    /// What every sequence number of this shard shares.
+    pub fn sequence_base(&self) -> SequenceBase {
+        SequenceBase { epoch: self.epoch, shard: self.index }
     }
     /// Takes writes: not closed by a reshard, and not a child still waiting for its parents.
     pub fn is_open(&self) -> bool {
@@ -223,6 +228,12 @@ pub enum MetaCommand {
         hours: u32,
         increase: bool,
     },
+    /// New write limits for every shard of the stream (taken by each shard's writer at its
+    /// next request).
+    SetLimits {
+        stream: String,
+        limits: ShardLimits,
+    },
     /// AddTagsToStream (`add`) and RemoveTagsFromStream (`remove`).
     Tag {
         stream: String,
@@ -381,6 +392,7 @@ impl MetaState {
             MetaCommand::SetRetention { stream, hours, increase } => {
                 self.set_retention(&stream, hours, increase)?
             }
+            MetaCommand::SetLimits { stream, limits } => self.set_limits(&stream, limits)?,
             MetaCommand::Tag { stream, add, remove } => self.tag(&stream, add, remove)?,
             MetaCommand::SetMode { stream, mode } => self.set_mode(&stream, mode)?,
             MetaCommand::RegisterConsumer { stream, name, now_ms } => {

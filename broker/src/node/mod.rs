@@ -11,6 +11,7 @@ use crate::pb;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{NetworkFactory, PeerPool};
 use crate::raft::{decode, encode, Command, GroupId, NodeId, RaftTiming, RecordInput, Reply, TypeConfig};
+use crate::sequence::SequenceBase;
 use crate::shard::writer::{RecordOutcome, WriteRejection, WriteRequest};
 use crate::shard::{ShardReplica, ShardSpec};
 use crate::storage::Store;
@@ -260,7 +261,7 @@ impl Node {
                         sh.replicas.clone(),
                         sh.ready,
                         sh.retiring.clone(),
-                        close_due.then_some(sh.epoch),
+                        close_due.then_some(sh.sequence_base()),
                     )
                 })
                 .collect();
@@ -306,9 +307,9 @@ impl Node {
                 && self.announcing.lock().expect("lock").insert(group)
             {
                 tokio::spawn(self.clone().announce_ready(replica, replicas));
-            } else if let Some(epoch) = close_due.filter(|_| replica.raft.is_leader()) {
+            } else if let Some(base) = close_due.filter(|_| replica.raft.is_leader()) {
                 if self.closing.lock().expect("lock").insert(group) {
-                    tokio::spawn(self.clone().close_for_reshard(replica, epoch));
+                    tokio::spawn(self.clone().close_for_reshard(replica, base));
                 }
             } else if ready && replica.raft.is_leader() {
                 let voters: HashSet<NodeId> =
@@ -351,11 +352,11 @@ impl Node {
 
     /// Closes a reshard's parent (its leader does): a `Close` entry in its group, then the
     /// metadata learns the ending sequence number and opens the children.
-    async fn close_for_reshard(self: Arc<Self>, replica: Arc<ShardReplica>, epoch: u32) {
+    async fn close_for_reshard(self: Arc<Self>, replica: Arc<ShardReplica>, base: SequenceBase) {
         let group = replica.group;
         match crate::shard::writer::close(&replica.raft, &replica.hibernation).await {
             Ok(at) => {
-                let ending = crate::sequence::SequenceNumber::new(epoch, at, 0).to_string();
+                let ending = base.at(at, 0).to_string();
                 tracing::info!(group, "shard {} closed for a reshard at entry {at}", replica.shard_index);
                 let deadline = tokio::time::Instant::now() + LEADER_WAIT;
                 let cmd = MetaCommand::ShardClosed {

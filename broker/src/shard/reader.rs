@@ -3,7 +3,7 @@
 use super::state_machine::ShardShared;
 use crate::error::{Error, Result};
 use crate::raft::{decode, Command, Entry};
-use crate::sequence::SequenceNumber;
+use crate::sequence::{SequenceBase, SequenceNumber};
 use crate::storage::{keys, CF_LOG, CF_TS_INDEX};
 use openraft::entry::RaftEntry;
 use openraft::EntryPayload;
@@ -87,7 +87,7 @@ impl ShardShared {
     }
 
     /// Reads committed records from `from`, in sequence order, within `limits`.
-    pub fn read(&self, epoch: u32, from: Position, limits: &ReadLimits) -> Result<Page> {
+    pub fn read(&self, base: SequenceBase, from: Position, limits: &ReadLimits) -> Result<Page> {
         let state = self.state();
         // The last entry that may hold records: nothing at or after a `Close` is served.
         let applied = match state.closed_at {
@@ -116,7 +116,7 @@ impl ShardShared {
                         if batch.arrival_ms >= limits.expired_before_ms {
                             bytes += r.data.len();
                             records.push(StoredRecord {
-                                sequence_number: SequenceNumber::new(epoch, index, pos as u16),
+                                sequence_number: base.at(index, pos as u16),
                                 partition_key: r.partition_key.clone(),
                                 data: r.data.clone(),
                                 arrival_ms: batch.arrival_ms,

@@ -45,7 +45,7 @@ pub enum StorageError {
 /// Version of everything this node writes (keys, bincode layouts of Raft entries and state
 /// machines). Bumped on any incompatible change, so old data is refused with a clear error
 /// instead of misread.
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 const FORMAT_KEY: &[u8] = b"freshet-storage-format";
 
 /// Stamps a new store with `FORMAT_VERSION`; refuses a store stamped with another. Stores

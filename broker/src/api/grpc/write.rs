@@ -7,7 +7,6 @@ use crate::meta::{ShardMeta, StreamMeta};
 use crate::node::ShardPiece;
 use crate::pb;
 use crate::raft::RecordInput;
-use crate::sequence::SequenceNumber;
 use crate::shard::writer::RecordOutcome;
 use std::time::Duration;
 
@@ -82,7 +81,7 @@ impl Api {
                         Ok(RecordOutcome::Written { log_index, position }) => {
                             slot.shard_id = shard.shard_id();
                             slot.sequence_number =
-                                SequenceNumber::new(shard.epoch, *log_index, *position).to_string();
+                                shard.sequence_base().at(*log_index, *position).to_string();
                         }
                         Ok(RecordOutcome::Throttled) => {
                             failed += 1;
