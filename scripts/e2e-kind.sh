@@ -48,11 +48,17 @@ kubectl -n "$NS" port-forward svc/clicks 4567:4567 >/dev/null 2>&1 & PF=$!
 sleep 3
 export AWS_ACCESS_KEY_ID=e2e AWS_SECRET_ACCESS_KEY=e2e AWS_DEFAULT_REGION=us-east-1
 K="aws kinesis --endpoint-url http://127.0.0.1:4567"
-$K put-record --stream-name clicks --partition-key user-1 --data "$(printf 'hello e2e' | base64)"
-SHARD=$($K list-shards --stream-name clicks --query 'Shards[0].ShardId' --output text)
+DATA=$(printf 'hello e2e' | base64)
+# The record goes to the shard its key hashes to; read that one back.
+SHARD=$($K put-record --stream-name clicks --partition-key user-1 --data "$DATA" --query ShardId --output text)
 IT=$($K get-shard-iterator --stream-name clicks --shard-id "$SHARD" --shard-iterator-type TRIM_HORIZON \
   --query ShardIterator --output text)
-$K get-records --shard-iterator "$IT"
+GOT=$($K get-records --shard-iterator "$IT" --query 'Records[0].Data' --output text)
+if [ "$GOT" != "$DATA" ]; then
+  echo "e2e-kind: read back '$GOT' from $SHARD, expected '$DATA'" >&2
+  exit 1
+fi
+echo "read back the record from $SHARD"
 
 step "raise the declared throughput: 8 MiB/s of writes -> 8 shards"
 kubectl -n "$NS" patch stream clicks --type merge -p '{"spec":{"throughput":{"writeMiBPerSecond":8}}}'

@@ -141,7 +141,10 @@ async fn put_lines_then_read_them_back() {
     let args = ["stream", "update", "cli", "--retention-hours", "48", "--write-records-per-second", "500"];
     let (ok, _, err) = freshet(&cluster, &args, None);
     assert!(ok, "{err}");
-    assert!(err.contains("retention 48 h, write limits 1048576 bytes/s and 500 records/s per shard"), "{err}");
+    assert!(
+        err.contains("retention 48 h, write limits 1048576 bytes/s and 500 records/s per shard"),
+        "{err}"
+    );
     let (ok, _, err) = freshet(&cluster, &["stream", "update", "cli"], None);
     assert!(!ok && err.contains("nothing to change"), "{err}");
 }

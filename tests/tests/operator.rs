@@ -5,6 +5,7 @@ use freshet_crds::{Stream, StreamSpec};
 use freshet_operator::controller::{Context, SKIP_TEARDOWN_ANNOTATION};
 use freshet_operator::desired::{Plan, Settings};
 use freshet_operator::run;
+use freshet_tests::kube_api::rbac::rules_from_chart;
 use freshet_tests::kube_api::FakeApi;
 use freshet_tests::Cluster;
 use http::Method;
@@ -26,10 +27,19 @@ impl Drop for Harness {
     }
 }
 
-/// The operator, talking to `fake`, finding every stream's brokers at `endpoint`.
+/// The operator's view of `fake`: only what the Helm chart's RBAC grants it.
+fn as_operator(fake: &FakeApi) -> FakeApi {
+    let template = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/freshet/templates/rbac.yaml");
+    let rules = rules_from_chart(&std::fs::read_to_string(template).unwrap());
+    assert!(rules.len() >= 8, "the chart's rules were read: {rules:?}");
+    fake.bound_to(rules)
+}
+
+/// The operator, talking to `fake` with the chart's RBAC, finding every stream's brokers
+/// at `endpoint`.
 fn operator(fake: &FakeApi, endpoint: String, settings: Settings) -> Harness {
     let locate = Arc::new(move |_: &Plan| endpoint.clone());
-    let ctx = Arc::new(Context::new(fake.client(), settings, locate));
+    let ctx = Arc::new(Context::new(as_operator(fake).client(), settings, locate));
     let controller = tokio::spawn(run::controller(ctx.clone(), Some(NS.into()), std::future::pending()));
     Harness { ctx, controller }
 }
@@ -393,7 +403,7 @@ async fn a_template_change_rolls_the_brokers_one_at_a_time_without_losing_a_reco
         Arc::new(Mutex::new(cluster.brokers.iter().map(|b| b.endpoint()).collect()));
     let s = serving.clone();
     let locate = Arc::new(move |_: &Plan| s.lock().unwrap()[0].clone());
-    let ctx = Arc::new(Context::new(fake.client(), Settings::default(), locate));
+    let ctx = Arc::new(Context::new(as_operator(&fake).client(), Settings::default(), locate));
     let _h = Harness {
         ctx: ctx.clone(),
         controller: tokio::spawn(run::controller(ctx, Some(NS.into()), std::future::pending())),
@@ -476,7 +486,7 @@ async fn two_operators_elect_one_leader_and_the_standby_takes_over() {
     let fake = FakeApi::new();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(fake.clone().serve(listener));
+    tokio::spawn(as_operator(&fake).serve(listener));
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
     std::fs::write(&kubeconfig, FakeApi::kubeconfig(addr)).unwrap();

@@ -13,9 +13,12 @@
 //!   status changes;
 //! - finalizers and deletionTimestamp; owner references with background garbage collection;
 //! - injected failures (`fail_next`), and a switch that makes StatefulSets report their
-//!   pods ready (there is no kubelet here).
+//!   pods ready (there is no kubelet here);
+//! - RBAC: a client bound to rules (`bound_to`, the chart's own) gets 403 Forbidden for
+//!   anything they do not grant.
 
 mod apply;
+pub mod rbac;
 mod statefulsets;
 
 use bytes::Bytes;
@@ -73,6 +76,8 @@ struct State {
 #[derive(Clone, Default)]
 pub struct FakeApi {
     state: Arc<Mutex<State>>,
+    /// The RBAC rules this handle's requests are held to; None: allowed everything.
+    rbac: Option<Arc<Vec<rbac::Rule>>>,
 }
 
 /// A parsed request path.
@@ -195,6 +200,12 @@ fn content(obj: &Value) -> Value {
 impl FakeApi {
     pub fn new() -> FakeApi {
         FakeApi::default()
+    }
+
+    /// A handle on the same store whose requests only `rules` authorize, as for a service
+    /// account bound to them.
+    pub fn bound_to(&self, rules: Vec<rbac::Rule>) -> FakeApi {
+        FakeApi { state: self.state.clone(), rbac: Some(Arc::new(rules)) }
     }
 
     /// A `kube::Client` whose every request this fake serves.
@@ -322,6 +333,22 @@ impl FakeApi {
         };
         let mut s = self.state.lock().unwrap();
         s.requests += 1;
+        if let Some(rules) = &self.rbac {
+            let watch = q.get("watch").is_some_and(|w| w == "true" || w == "1");
+            let apply =
+                parts.headers.get("content-type").is_some_and(|v| v == "application/apply-patch+yaml");
+            let creates = apply && t.name.as_ref().is_some_and(|n| !s.objects.contains_key(&s.key(&t, n)));
+            let verbs = rbac::verbs_for(&parts.method, &t, watch, creates);
+            if let Some(verb) = rbac::denied(rules, &t, &verbs) {
+                let (group, plural) = t.kind.split_once('/').unwrap_or(("", &t.kind));
+                let resource =
+                    t.subresource.as_ref().map_or(plural.to_string(), |sub| format!("{plural}/{sub}"));
+                let message = format!(
+                    "the operator's service account cannot {verb} resource \"{resource}\" in API group \"{group}\""
+                );
+                return status_error(403, "Forbidden", &message);
+            }
+        }
         if let Some(f) = s
             .failures
             .iter_mut()
