@@ -189,6 +189,13 @@ impl Admin {
         self.client.api.clone().update_stream_settings(req).await.map(|_| ())
     }
 
+    /// Asks `node` to hand every group it leads to a caught-up follower; how many it still
+    /// leads after up to 5 s.
+    pub async fn hand_off_leadership(&self, node: u64) -> Result<u64, tonic::Status> {
+        let req = pb::HandOffLeadershipRequest { node_id: node };
+        Ok(self.client.api.clone().hand_off_leadership(req).await?.into_inner().groups_still_led)
+    }
+
     pub async fn cluster_status(&self) -> Result<pb::ClusterStatusResponse, tonic::Status> {
         Ok(self.client.api.clone().cluster_status(pb::ClusterStatusRequest {}).await?.into_inner())
     }

@@ -365,6 +365,13 @@ async fn roll_brokers(
             if let Err(why) = can_restart(&status, node, ROLL_MAX_LAG) {
                 return Ok(rolling(format!("waiting to restart {pod}: {why}")));
             }
+            let led = crate::roll::led_by(&status, node);
+            if !led.is_empty() {
+                let endpoint = (ctx.locate)(plan);
+                admin.hand_off_leadership(node).await.map_err(|status| Error::Broker { endpoint, status })?;
+                let note = format!("moving leadership of {} groups off {pod} before restarting it", led.len());
+                return Ok(rolling(note));
+            }
             pods.delete(&pod, &DeleteParams::default()).await?;
             let updated = views.iter().filter(|p| p.revision == revision).count();
             let note = format!("restarting {pod} on the new revision ({updated} of {want} updated)");

@@ -42,8 +42,8 @@ pub fn next_step(pods: &[PodView], brokers: u32, revision: &str) -> RollStep {
 
 /// Whether node `node` can restart now: every node answers, every group it hosts has a
 /// leader, and every other replica of those groups has applied the group's commits (within
-/// `max_lag` entries), so a quorum stays caught up while it is gone. The broker hands its
-/// leaderships to those replicas on SIGTERM.
+/// `max_lag` entries), so a quorum stays caught up while it is gone. The operator then has
+/// the broker hand its leaderships to those replicas (`led_by`) before deleting its pod.
 pub fn can_restart(status: &pb::ClusterStatusResponse, node: u64, max_lag: u64) -> Result<(), String> {
     if let Some(n) = status.nodes.iter().find(|n| !n.reachable) {
         return Err(format!("broker node {} does not answer", n.id));
@@ -70,6 +70,24 @@ pub fn can_restart(status: &pb::ClusterStatusResponse, node: u64, max_lag: u64) 
         }
     }
     Ok(())
+}
+
+/// The groups `node` leads (the metadata group as "the metadata group"): a pod is
+/// deleted only once it leads none, so its restart costs no shard an election.
+pub fn led_by(status: &pb::ClusterStatusResponse, node: u64) -> Vec<String> {
+    status
+        .groups
+        .iter()
+        // A group with one replica has no one to hand over to: its restart waits for none.
+        .filter(|g| g.leader == Some(node) && g.replicas.len() > 1)
+        .map(|g| {
+            if g.group_id == 0 {
+                "the metadata group".to_string()
+            } else {
+                format!("{} {}", g.stream_name, g.shard_id)
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -134,6 +152,8 @@ mod tests {
         assert_eq!(can_restart(&lagging, 2, 16), Ok(()), "the lagging node itself may go");
         let leaderless = status(None, vec![replica(1, 1, 1), replica(2, 1, 1)]);
         assert!(can_restart(&leaderless, 1, 16).unwrap_err().contains("no leader"));
+        assert_eq!(led_by(&caught_up, 1), vec!["s shardId-000000000000".to_string()]);
+        assert!(led_by(&caught_up, 2).is_empty(), "a follower leads nothing");
         let mut down = caught_up.clone();
         down.nodes[1].reachable = false;
         assert!(can_restart(&down, 1, 16).unwrap_err().contains("does not answer"));

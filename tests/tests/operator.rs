@@ -7,6 +7,7 @@ use freshet_operator::desired::{Plan, Settings};
 use freshet_operator::run;
 use freshet_tests::kube_api::rbac::rules_from_chart;
 use freshet_tests::kube_api::FakeApi;
+use freshet_tests::freshet_broker::pb::ClusterStatusRequest;
 use freshet_tests::Cluster;
 use http::Method;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -451,6 +452,17 @@ async fn a_template_change_rolls_the_brokers_one_at_a_time_without_losing_a_reco
             let name = pod["metadata"]["name"].as_str().unwrap().to_string();
             let node: u64 = name.rsplit('-').next().unwrap().parse::<u64>().unwrap() + 1;
             let endpoint = cluster.brokers.iter().find(|b| b.id == node).unwrap().endpoint();
+            // The operator deleted the pod only after its broker had handed every leadership away.
+            let other = if node == 1 { 2 } else { 1 };
+            let status = cluster.client(other).api.clone().cluster_status(ClusterStatusRequest {}).await.unwrap();
+            let led: Vec<String> = status
+                .into_inner()
+                .groups
+                .iter()
+                .filter(|g| g.leader == Some(node))
+                .map(|g| format!("{} {}", g.stream_name, g.shard_id))
+                .collect();
+            assert!(led.is_empty(), "{name} was deleted while its broker led {led:?}");
             serving.lock().unwrap().retain(|e| *e != endpoint);
             cluster.stop(node); // SIGTERM: the broker hands its leaderships away first
             cluster.start_node(node);

@@ -378,6 +378,22 @@ impl pb::freshet_server::Freshet for Api {
         Ok(Response::new(pb::UpdateStreamSettingsResponse {}))
     }
 
+    async fn hand_off_leadership(
+        &self,
+        req: Request<pb::HandOffLeadershipRequest>,
+    ) -> Result<Response<pb::HandOffLeadershipResponse>, Status> {
+        let node = req.get_ref().node_id;
+        if node != self.node.id {
+            // Only the node itself can let go of its leaderships: ask it.
+            let addr = self.node.members().get(&node).cloned().ok_or_else(|| {
+                Error::not_found(format!("Node {node} is not a member of the cluster."))
+            })?;
+            return self.node.pool.api(&addr).hand_off_leadership(req.into_inner()).await;
+        }
+        self.node.hand_off_leadership(std::time::Duration::from_secs(5)).await;
+        Ok(Response::new(pb::HandOffLeadershipResponse { groups_still_led: self.node.groups_led() as u64 }))
+    }
+
     async fn remove_node(
         &self,
         req: Request<pb::RemoveNodeRequest>,

@@ -208,15 +208,17 @@ impl Node {
         if asked == 0 {
             return 0;
         }
-        let still_led = || {
-            usize::from(leads(&self.meta, self.id))
-                + shards.iter().filter(|r| leads(&r.raft, self.id)).count()
-        };
         let deadline = tokio::time::Instant::now() + within;
-        while still_led() > 0 && tokio::time::Instant::now() < deadline {
+        while self.groups_led() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        asked.saturating_sub(still_led())
+        asked.saturating_sub(self.groups_led())
+    }
+
+    /// How many groups (the metadata group included) this node leads now.
+    pub fn groups_led(&self) -> usize {
+        usize::from(leads(&self.meta, self.id))
+            + self.local_shards().iter().filter(|r| leads(&r.raft, self.id)).count()
     }
 }
 
