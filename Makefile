@@ -16,9 +16,11 @@ KINESALITE   := $(CURDIR)/tests/bench/node_modules/.bin/kinesalite
 
 all: build
 
-## deps: install the system packages the build needs (libclang for RocksDB's bindings, protoc for tonic).
+## deps: install the system packages the build needs (a C++ compiler and libclang for RocksDB, protoc for tonic).
 deps:
+	@command -v $(CARGO) >/dev/null 2>&1 || { echo "cargo not found: install Rust 1.89 or newer (https://rustup.rs; Debian's own rustc is older), then run make again" >&2; exit 1; }
 	@missing=""; \
+	{ command -v cc && command -v c++; } >/dev/null 2>&1 || missing="$$missing build-essential"; \
 	command -v protoc >/dev/null 2>&1 || missing="$$missing protobuf-compiler"; \
 	ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || missing="$$missing libclang-dev"; \
 	if [ -n "$$missing" ]; then \

@@ -14,15 +14,20 @@ for port in 50051 50052 50053 4567 4568 4569; do
 done
 
 pids=()
+# Stops every node started so far and exits with `$1`: 0 after Ctrl-C, the failed step's
+# status when a step below fails (set -e), so no node is ever left running.
 stop() {
+  local status=$1
+  trap - INT TERM EXIT
   echo
   echo "==> stopping the cluster (data stays in $DATA)"
   kill -TERM "${pids[@]}" 2>/dev/null || true
   wait "${pids[@]}" 2>/dev/null || true
   echo "==> stopped"
-  exit 0
+  exit "$status"
 }
-trap stop INT TERM
+trap 'stop 0' INT TERM
+trap 'stop $?' EXIT
 
 for i in 1 2 3; do
   mkdir -p "$DATA/node$i"

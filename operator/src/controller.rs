@@ -369,7 +369,8 @@ async fn roll_brokers(
             if !led.is_empty() {
                 let endpoint = (ctx.locate)(plan);
                 admin.hand_off_leadership(node).await.map_err(|status| Error::Broker { endpoint, status })?;
-                let note = format!("moving leadership of {} groups off {pod} before restarting it", led.len());
+                let note =
+                    format!("moving leadership of {} groups off {pod} before restarting it", led.len());
                 return Ok(rolling(note));
             }
             pods.delete(&pod, &DeleteParams::default()).await?;

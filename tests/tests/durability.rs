@@ -69,9 +69,9 @@ async fn acknowledged_records_survive_sigkill_of_every_node() {
     let mut cluster = Cluster::start(3).await;
     cluster.create_stream("orders", 4, unlimited()).await;
     let ledger = Arc::new(Ledger::default());
-    let producers = spawn_producers(&cluster, 2_500, &ledger);
-    // Kill everything while the producers are still writing.
-    while ledger.acked.load(Ordering::Relaxed) < 6_000 {
+    let producers = spawn_producers(&cluster, usize::MAX, &ledger);
+    // Kill everything while the producers are still writing, past 10,000 acknowledgements.
+    while ledger.acked.load(Ordering::Relaxed) < 10_000 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     for id in 1..=3 {
@@ -104,9 +104,16 @@ async fn acknowledged_records_survive_sigkill_of_every_node() {
 async fn a_node_down_during_writes_catches_up_and_can_lead() {
     let mut cluster = Cluster::start(3).await;
     cluster.create_stream("orders", 1, unlimited()).await;
-    cluster.kill(3);
+    // Node 3 dies (SIGKILL) with writes under way, and misses the rest of them.
     let ledger = Arc::new(Ledger::default());
-    produce(endpoints(&cluster)[..2].to_vec(), "orders".into(), 0, 20, 2_000, ledger.clone()).await;
+    let writes = endpoints(&cluster)[..2].to_vec();
+    let writer = tokio::spawn(produce(writes, "orders".into(), 0, 20, 2_000, ledger.clone()));
+    while ledger.acked.load(Ordering::Relaxed) < 300 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    cluster.kill(3);
+    writer.await.unwrap();
+    assert!(ledger.acked.load(Ordering::Relaxed) >= 2_000);
     cluster.start_node(3);
     cluster.wait_ready().await;
 

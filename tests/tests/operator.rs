@@ -5,9 +5,9 @@ use freshet_crds::{Stream, StreamSpec};
 use freshet_operator::controller::{Context, SKIP_TEARDOWN_ANNOTATION};
 use freshet_operator::desired::{Plan, Settings};
 use freshet_operator::run;
+use freshet_tests::freshet_broker::pb::ClusterStatusRequest;
 use freshet_tests::kube_api::rbac::rules_from_chart;
 use freshet_tests::kube_api::FakeApi;
-use freshet_tests::freshet_broker::pb::ClusterStatusRequest;
 use freshet_tests::Cluster;
 use http::Method;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -454,7 +454,8 @@ async fn a_template_change_rolls_the_brokers_one_at_a_time_without_losing_a_reco
             let endpoint = cluster.brokers.iter().find(|b| b.id == node).unwrap().endpoint();
             // The operator deleted the pod only after its broker had handed every leadership away.
             let other = if node == 1 { 2 } else { 1 };
-            let status = cluster.client(other).api.clone().cluster_status(ClusterStatusRequest {}).await.unwrap();
+            let status =
+                cluster.client(other).api.clone().cluster_status(ClusterStatusRequest {}).await.unwrap();
             let led: Vec<String> = status
                 .into_inner()
                 .groups

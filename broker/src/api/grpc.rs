@@ -385,9 +385,10 @@ impl pb::freshet_server::Freshet for Api {
         let node = req.get_ref().node_id;
         if node != self.node.id {
             // Only the node itself can let go of its leaderships: ask it.
-            let addr = self.node.members().get(&node).cloned().ok_or_else(|| {
-                Error::not_found(format!("Node {node} is not a member of the cluster."))
-            })?;
+            let addr =
+                self.node.members().get(&node).cloned().ok_or_else(|| {
+                    Error::not_found(format!("Node {node} is not a member of the cluster."))
+                })?;
             return self.node.pool.api(&addr).hand_off_leadership(req.into_inner()).await;
         }
         self.node.hand_off_leadership(std::time::Duration::from_secs(5)).await;
