@@ -602,6 +602,13 @@ async fn nodes_without_a_replica_forward_every_call() {
     assert!(d.shards.iter().all(|s| s.replicas.len() == 1));
     let shard0_home = d.shards[0].replicas[0];
     let elsewhere = (1..=3).find(|n| *n != shard0_home).unwrap();
+    // Every node names each shard's leader, those without a replica of it too.
+    for node in 1..=3 {
+        let d = cluster.client(node).describe("thin").await.unwrap();
+        let leaders: Vec<Option<u64>> = d.shards.iter().map(|s| s.leader).collect();
+        let homes: Vec<Option<u64>> = d.shards.iter().map(|s| Some(s.replicas[0])).collect();
+        assert_eq!(leaders, homes, "described by node {node}");
+    }
 
     // A subscriber on a node without the shard gets the records pushed through it.
     let mut events = cluster

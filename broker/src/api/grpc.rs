@@ -7,9 +7,11 @@ use crate::meta::settings::{self, StreamMode};
 use crate::meta::{parse_shard_id, shard_id, MetaCommand, ShardMeta, StreamMeta};
 use crate::node::{Node, Target, MAX_HOPS};
 use crate::pb::{self, IteratorType};
+use crate::raft::NodeId;
 use crate::sequence::{SequenceBase, SequenceNumber};
 use crate::shard::reader::{Page, Position, ReadLimits};
 use crate::shard::ShardReplica;
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio_stream::Stream;
@@ -60,6 +62,30 @@ impl Api {
     /// Applies a metadata change through the metadata group's leader.
     pub(crate) async fn change(&self, cmd: MetaCommand) -> Result<()> {
         self.node.meta_write(cmd).await.map(|_| ())
+    }
+
+    /// Which node leads each shard, as `nodes` report it (at most half a second each; a
+    /// node that does not answer contributes nothing).
+    async fn leaders_known_by(&self, mut nodes: Vec<NodeId>) -> HashMap<(String, String), NodeId> {
+        nodes.sort_unstable();
+        nodes.dedup();
+        let members = self.node.members();
+        let asks = nodes.iter().filter(|n| **n != self.node.id).filter_map(|n| members.get(n)).map(|addr| {
+            let mut peer = self.node.pool.peer(addr);
+            async move {
+                let call = peer.local_status(pb::ClusterStatusRequest {});
+                match tokio::time::timeout(std::time::Duration::from_millis(500), call).await {
+                    Ok(Ok(r)) => r.into_inner().groups,
+                    _ => Vec::new(),
+                }
+            }
+        });
+        futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+            .filter_map(|g| Some(((g.stream_name, g.shard_id), g.leader?)))
+            .collect()
     }
 
     /// The iterator-signing key. A node whose metadata has not caught up yet (or a cluster
@@ -256,7 +282,7 @@ impl pb::freshet_server::Freshet for Api {
     ) -> Result<Response<pb::StreamDescription>, Status> {
         let s = self.stream_as_committed(&req.into_inner().stream_name).await?;
         // A reshard's children are listed once their parents have closed, as Kinesis does.
-        let shards = s
+        let mut shards: Vec<pb::Shard> = s
             .shards
             .iter()
             .filter(|sh| !sh.pending)
@@ -277,6 +303,15 @@ impl pb::freshet_server::Freshet for Api {
                 closed_at_ms: sh.closed_ms,
             })
             .collect();
+        // Shards without a replica here: their leaders as their replicas' nodes know them.
+        let unknown: Vec<NodeId> =
+            shards.iter().filter(|sh| sh.leader.is_none()).flat_map(|sh| sh.replicas.clone()).collect();
+        if !unknown.is_empty() {
+            let leaders = self.leaders_known_by(unknown).await;
+            for sh in shards.iter_mut().filter(|sh| sh.leader.is_none()) {
+                sh.leader = leaders.get(&(s.name.clone(), sh.shard_id.clone())).copied();
+            }
+        }
         Ok(Response::new(pb::StreamDescription {
             stream_name: s.name.clone(),
             status: s.status.as_str().to_string(),
