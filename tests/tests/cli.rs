@@ -172,6 +172,46 @@ async fn errors_say_what_went_wrong() {
     assert!(String::from_utf8_lossy(&stopped.stderr).contains("make run"));
 }
 
+/// `freshet put` rides out a restart of the node it talks to: the batches it could not
+/// send are sent again once the node is back, and every line is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_retries_while_its_node_restarts() {
+    let mut cluster = Cluster::start(3).await;
+    cluster.create_stream("restarts", 2, freshet_tests::unlimited()).await;
+    let mut child = Command::new(bin("freshet"))
+        .args(["put", "restarts"])
+        .env("FRESHET_ENDPOINT", cluster.brokers[0].endpoint())
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Lines arrive over 3 s, as from a live source; node 1 is down for part of it.
+    let mut input = child.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        for chunk in 0..60 {
+            let lines: String = (0..100).map(|i| format!("line-{}\n", chunk * 100 + i)).collect();
+            if input.write_all(lines.as_bytes()).is_err() {
+                return; // the CLI gave up: its exit status and message tell why
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    cluster.kill(1);
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    cluster.start_node(1);
+    feeder.join().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    cluster.wait_ready().await;
+    let read = freshet_tests::read_all(&cluster.client(2), "restarts").await;
+    let lines: std::collections::BTreeSet<String> =
+        read.values().flatten().map(|r| String::from_utf8_lossy(&r.data).into_owned()).collect();
+    let missing: Vec<usize> = (0..6000).filter(|i| !lines.contains(&format!("line-{i}"))).collect();
+    assert!(missing.is_empty(), "lines never written: {missing:?}\n{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_unpacks_kpl_aggregated_records() {
     use freshet_tests::freshet_broker::{kpl, pb};

@@ -392,6 +392,14 @@ async fn put_one(client: &Client, stream: &str, data: String, key: Option<String
 
 /// One record per stdin line, in PutRecords batches; throttled records are retried with
 /// backoff so every line is written exactly once per acknowledged batch.
+/// How long `put` keeps retrying a node that does not answer before it gives up.
+const PUT_RETRY_FOR: Duration = Duration::from_secs(30);
+
+/// Errors a retry of the same request can overcome.
+fn retryable(s: &tonic::Status) -> bool {
+    matches!(s.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown)
+}
+
 async fn put_lines(client: &Client, stream: &str, key: Option<String>, batch: usize) -> anyhow::Result<()> {
     let bar = indicatif::ProgressBar::new_spinner();
     bar.set_style(
@@ -401,6 +409,7 @@ async fn put_lines(client: &Client, stream: &str, key: Option<String>, batch: us
     bar.enable_steady_tick(Duration::from_millis(200));
     let start = Instant::now();
     let (mut written, mut bytes) = (0u64, 0u64);
+    let mut answered = false;
     let stdin = std::io::stdin();
     let mut lines = stdin.lock().lines();
     loop {
@@ -420,16 +429,31 @@ async fn put_lines(client: &Client, stream: &str, key: Option<String>, batch: us
             break;
         }
         let mut backoff = Duration::from_millis(50);
+        let mut unreachable_since: Option<Instant> = None;
+        // A node that never answered is most likely the wrong address: fail at once then.
         while !pending.is_empty() {
-            let resp = client
-                .api
-                .clone()
-                .put_records(pb::PutRecordsRequest {
-                    stream_name: stream.to_string(),
-                    records: pending.clone(),
-                })
-                .await?
-                .into_inner();
+            let req = pb::PutRecordsRequest { stream_name: stream.to_string(), records: pending.clone() };
+            let resp = match client.api.clone().put_records(req).await {
+                Ok(resp) => {
+                    unreachable_since = None;
+                    answered = true;
+                    resp.into_inner()
+                }
+                // The node restarting, or a leader change under way: the whole batch again.
+                // Its outcome is unknown, so some of it may be written twice, as with Kinesis.
+                Err(s)
+                    if answered
+                        && retryable(&s)
+                        && unreachable_since.is_none_or(|t| t.elapsed() < PUT_RETRY_FOR) =>
+                {
+                    unreachable_since.get_or_insert_with(Instant::now);
+                    bar.set_message(format!("({}; retrying)", s.message()));
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    continue;
+                }
+                Err(s) => return Err(s.into()),
+            };
             let mut retry = Vec::new();
             for (entry, result) in pending.into_iter().zip(resp.records) {
                 if result.error_code.is_empty() {
