@@ -154,6 +154,12 @@ async fn a_split_and_a_merge_under_sdk_producers_lose_and_reorder_nothing() {
     let k = sdk(cluster.brokers[0].kinesis_endpoint());
     k.create_stream().stream_name("busy").shard_count(1).send().await.unwrap();
     wait_active(&k, "busy").await;
+    // An enhanced fan-out reader follows the stream through both reshards meanwhile.
+    let stream_arn = "arn:aws:kinesis:us-east-1:000000000000:stream/busy";
+    let consumer = k.register_stream_consumer().stream_arn(stream_arn).consumer_name("follower").send();
+    let consumer_arn = consumer.await.unwrap().consumer().unwrap().consumer_arn().to_string();
+    let delivered: Acked = Arc::default();
+    let follower = follow(k.clone(), consumer_arn, "shardId-000000000000".into(), delivered.clone());
 
     let acked: Acked = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
@@ -196,6 +202,98 @@ async fn a_split_and_a_merge_under_sdk_producers_lose_and_reorder_nothing() {
     assert_eq!(ids.len(), 4, "{ids:?}");
     let acked = acked.lock().unwrap().clone();
     verify_every_acked_record_in_order(&k, "busy", &ids, &acked).await;
+    // The subscriber got every acknowledged record too, each key's in order, through the
+    // split's children and then the merge's.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !acked.iter().all(|(key, ns)| {
+        let got = delivered.lock().unwrap().get(key).cloned().unwrap_or_default();
+        ns.iter().all(|n| got.contains(n))
+    }) {
+        assert!(Instant::now() < deadline, "the subscriber fell behind for good");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    follower.abort();
+    let delivered = delivered.lock().unwrap().clone();
+    for (key, ns) in &acked {
+        check_in_order(key, ns, delivered.get(key).map(Vec::as_slice).unwrap_or_default());
+    }
+}
+
+/// A reader as KCL's enhanced fan-out reads: one SubscribeToShard per shard from
+/// TRIM_HORIZON, renewed from its ContinuationSequenceNumber when a subscription ends
+/// early; a shard's last event names its ChildShards and has no continuation, and a child
+/// is read only once all its parents have ended, so each key's records arrive in order.
+/// Notes the `n` of every `"{key}:{n}"` record delivered, per key, in delivery order.
+fn follow(k: Client, consumer_arn: String, first: String, delivered: Acked) -> tokio::task::JoinHandle<()> {
+    use aws_sdk_kinesis::types::{StartingPosition, SubscribeToShardEventStream};
+    use tokio::sync::mpsc;
+    tokio::spawn(async move {
+        let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+        let ended: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+        let mut started = BTreeSet::new();
+        let mut readers = tokio::task::JoinSet::new();
+        tx.send(first).unwrap();
+        while let Some(shard) = rx.recv().await {
+            if !started.insert(shard.clone()) {
+                continue;
+            }
+            let (k, arn, delivered, ended, tx) =
+                (k.clone(), consumer_arn.clone(), delivered.clone(), ended.clone(), tx.clone());
+            readers.spawn(async move {
+                let mut position =
+                    StartingPosition::builder().r#type(ShardIteratorType::TrimHorizon).build().unwrap();
+                loop {
+                    let call = k.subscribe_to_shard().consumer_arn(&arn).shard_id(&shard);
+                    let Ok(out) = call.starting_position(position.clone()).send().await else {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    };
+                    let mut events = out.event_stream;
+                    while let Ok(Some(event)) = events.recv().await {
+                        let SubscribeToShardEventStream::SubscribeToShardEvent(e) = event else { continue };
+                        let mut got = delivered.lock().unwrap();
+                        for r in e.records() {
+                            let data = String::from_utf8(r.data().as_ref().to_vec()).unwrap();
+                            let (key, n) = data.rsplit_once(':').unwrap();
+                            got.entry(key.to_string()).or_default().push(n.parse().unwrap());
+                        }
+                        drop(got);
+                        if e.continuation_sequence_number().is_empty() {
+                            // The shard's end: its children, once all their parents have ended.
+                            let mut ended = ended.lock().unwrap();
+                            ended.insert(shard.clone());
+                            for c in e.child_shards() {
+                                if c.parent_shards().iter().all(|p| ended.contains(p)) {
+                                    tx.send(c.shard_id().to_string()).unwrap();
+                                }
+                            }
+                            return;
+                        }
+                        position = StartingPosition::builder()
+                            .r#type(ShardIteratorType::AfterSequenceNumber)
+                            .sequence_number(e.continuation_sequence_number())
+                            .build()
+                            .unwrap();
+                    }
+                }
+            });
+        }
+    })
+}
+
+/// `got` (the `n`s of `key`'s records as read, repeats allowed) holds every `n` of
+/// `acked`, first seen in increasing order.
+fn check_in_order(key: &str, acked: &[u64], got: &[u64]) {
+    let got_set: BTreeSet<u64> = got.iter().copied().collect();
+    let missing: Vec<&u64> = acked.iter().filter(|n| !got_set.contains(n)).collect();
+    assert!(missing.is_empty(), "{key}: acknowledged but not read: {missing:?}");
+    let mut firsts = Vec::new();
+    for n in got {
+        if !firsts.contains(n) {
+            firsts.push(*n);
+        }
+    }
+    assert!(firsts.windows(2).all(|w| w[0] < w[1]), "{key} out of order: {got:?}");
 }
 
 /// The `n`s of the `"{key}:{n}"` records acknowledged, per key.
@@ -261,17 +359,7 @@ async fn verify_every_acked_record_in_order(
     let total: usize = acked.values().map(Vec::len).sum();
     assert!(total > 100, "only {total} records acknowledged");
     for (key, ns) in acked.iter() {
-        let got = seen.get(key).cloned().unwrap_or_default();
-        let got_set: BTreeSet<u64> = got.iter().copied().collect();
-        let missing: Vec<&u64> = ns.iter().filter(|n| !got_set.contains(n)).collect();
-        assert!(missing.is_empty(), "{key}: acknowledged but not read: {missing:?}");
-        let mut firsts = Vec::new();
-        for n in &got {
-            if firsts.last() != Some(n) && !firsts.contains(n) {
-                firsts.push(*n);
-            }
-        }
-        assert!(firsts.windows(2).all(|w| w[0] < w[1]), "{key} out of order: {got:?}");
+        check_in_order(key, ns, seen.get(key).map(Vec::as_slice).unwrap_or_default());
     }
 }
 
@@ -554,8 +642,12 @@ async fn a_subscription_ends_with_the_child_shards_of_a_split() {
                     e.records().iter().map(|r| String::from_utf8(r.data().as_ref().to_vec()).unwrap()),
                 );
                 if !e.child_shards().is_empty() {
+                    // The end, as KCL recognises it: no ContinuationSequenceNumber (the SDK
+                    // reads the absent member as "").
+                    assert_eq!(e.continuation_sequence_number(), "", "{e:?}");
                     break e.child_shards().iter().map(|c| c.shard_id().to_string()).collect::<Vec<_>>();
                 }
+                assert!(!e.continuation_sequence_number().is_empty(), "{e:?}");
             }
             Ok(Ok(Some(_))) => {}
             other => panic!("the parent's subscription ended without ChildShards: {other:?} after {got:?}"),

@@ -665,7 +665,7 @@ impl pb::freshet_server::Freshet for Api {
                     };
                     let event = pb::SubscribeEvent {
                         records: page.records.into_iter().map(to_pb).collect(),
-                        continuation_sequence_number: continuation,
+                        continuation_sequence_number: (!ended).then_some(continuation),
                         millis_behind_latest: page.millis_behind_latest,
                         child_shards,
                     };
@@ -687,7 +687,7 @@ impl pb::freshet_server::Freshet for Api {
                         _ = idle => {
                             let event = pb::SubscribeEvent {
                                 records: Vec::new(),
-                                continuation_sequence_number: resume_after(last_seq, pos),
+                                continuation_sequence_number: Some(resume_after(last_seq, pos)),
                                 millis_behind_latest: 0,
                                 child_shards: Vec::new(),
                             };

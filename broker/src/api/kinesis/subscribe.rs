@@ -58,7 +58,8 @@ fn shard_event(e: pb::SubscribeEvent) -> Value {
     let children = e.child_shards.iter().map(super::records::child_shard_value).collect::<Vec<_>>();
     Value::map([
         ("Records", Value::List(records)),
-        ("ContinuationSequenceNumber", Value::str(e.continuation_sequence_number)),
+        // Left out at a closed shard's end, as Kinesis does (KCL checks for it).
+        ("ContinuationSequenceNumber", Value::opt_str(e.continuation_sequence_number)),
         ("MillisBehindLatest", Value::Int(e.millis_behind_latest.into())),
         ("ChildShards", if children.is_empty() { Value::Null } else { Value::List(children) }),
     ])
