@@ -79,6 +79,51 @@ async fn list_streams_over_h2c(addr: &str) -> String {
     String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
 }
 
+/// SubscribeToShard over HTTP/2 with prior knowledge: the `initial-response` event, then
+/// the data of the first `want` records the SubscribeToShardEvents carry.
+async fn subscribe_over_h2c(addr: &str, body: String, want: usize) -> Vec<String> {
+    use aws_smithy_eventstream::frame::{DecodedFrame, MessageFrameDecoder};
+    use base64::Engine;
+    use http_body_util::BodyExt;
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let io = hyper_util::rt::TokioIo::new(tcp);
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await.unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::post(format!("http://{addr}/"))
+        .header("x-amz-target", "Kinesis_20131202.SubscribeToShard")
+        .header("content-type", "application/x-amz-json-1.1")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!((resp.version(), resp.status().as_u16()), (hyper::Version::HTTP_2, 200));
+    assert_eq!(resp.headers()["content-type"], "application/vnd.amazon.eventstream");
+    let mut body = resp.into_body();
+    let (mut buf, mut decoder) = (bytes::BytesMut::new(), MessageFrameDecoder::new());
+    let (mut event_types, mut data) = (Vec::new(), Vec::new());
+    while data.len() < want {
+        let frame = tokio::time::timeout(Duration::from_secs(20), body.frame()).await;
+        let Ok(Some(Ok(frame))) = frame else { panic!("the stream ended after {event_types:?}") };
+        buf.extend_from_slice(&frame.into_data().unwrap_or_default());
+        while let DecodedFrame::Complete(message) = decoder.decode_frame(&mut buf).unwrap() {
+            let header = |name: &str| {
+                let h = message.headers().iter().find(|h| h.name().as_str() == name).unwrap();
+                h.value().as_string().unwrap().as_str().to_string()
+            };
+            event_types.push(header(":event-type"));
+            let payload: serde_json::Value = serde_json::from_slice(message.payload()).unwrap();
+            for r in payload["Records"].as_array().into_iter().flatten() {
+                let bytes = base64::engine::general_purpose::STANDARD.decode(r["Data"].as_str().unwrap());
+                data.push(String::from_utf8(bytes.unwrap()).unwrap());
+            }
+        }
+    }
+    assert_eq!(event_types[0], "initial-response");
+    assert!(event_types[1..].iter().all(|t| t == "SubscribeToShardEvent"), "{event_types:?}");
+    data.truncate(want);
+    data
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rust_sdk_creates_writes_reads_and_gets_typed_errors() {
     let cluster = Cluster::start(3).await;
@@ -569,6 +614,14 @@ async fn subscribe_to_shard_pushes_records_to_a_registered_consumer() {
         }
         other => panic!("no keep-alive event on an idle subscription: {other:?}"),
     }
+
+    // The same subscription over HTTP/2 (cleartext, prior knowledge), decoded with the
+    // event-stream framing the SDKs use.
+    let body = format!(
+        r#"{{"ConsumerARN":"{consumer_arn}","ShardId":"shardId-000000000000","StartingPosition":{{"Type":"TRIM_HORIZON"}}}}"#
+    );
+    let over_h2 = subscribe_over_h2c(&cluster.brokers[1].kinesis_addr, body, 6).await;
+    assert_eq!(over_h2, ["before", "live-0", "live-1", "live-2", "live-3", "live-4"]);
 
     let unknown = subscriber
         .subscribe_to_shard()
