@@ -132,6 +132,8 @@ async fn the_rust_sdk_creates_writes_reads_and_gets_typed_errors() {
     wait_active(&k, "sdk").await;
     let listed = list_streams_over_h2c(&cluster.brokers[2].kinesis_addr).await;
     assert!(listed.contains("\"sdk\""), "{listed}");
+    let limits = k.describe_limits().send().await.unwrap();
+    assert_eq!((limits.open_shard_count(), limits.on_demand_stream_count()), (2, 0), "{limits:?}");
 
     let one = k
         .put_record()
@@ -622,6 +624,15 @@ async fn subscribe_to_shard_pushes_records_to_a_registered_consumer() {
     );
     let over_h2 = subscribe_over_h2c(&cluster.brokers[1].kinesis_addr, body, 6).await;
     assert_eq!(over_h2, ["before", "live-0", "live-1", "live-2", "live-3", "live-4"]);
+
+    // An ARN names one registration: after a deregister and a new registration under the
+    // same name, the old ARN finds nothing.
+    k.deregister_stream_consumer().consumer_arn(&consumer_arn).send().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await; // a new registration second
+    let again = k.register_stream_consumer().stream_arn(&arn).consumer_name("app").send().await.unwrap();
+    assert_ne!(again.consumer().unwrap().consumer_arn(), consumer_arn);
+    let stale = k.describe_stream_consumer().consumer_arn(&consumer_arn).send().await.unwrap_err();
+    assert!(stale.into_service_error().is_resource_not_found_exception());
 
     let unknown = subscriber
         .subscribe_to_shard()

@@ -64,6 +64,18 @@ impl Api {
         self.node.meta_write(cmd).await.map(|_| ())
     }
 
+    /// Open shards over all streams, and how many streams are ON_DEMAND (DescribeLimits),
+    /// as the metadata leader has them.
+    pub(crate) async fn shard_counts(&self) -> Result<(u32, u32)> {
+        self.node.meta_barrier().await?;
+        Ok(self.node.meta_view.read(|m| {
+            let open =
+                m.streams.values().flat_map(|s| &s.shards).filter(|sh| sh.is_open() && !sh.pending).count();
+            let on_demand = m.streams.values().filter(|s| s.mode == StreamMode::OnDemand).count();
+            (open as u32, on_demand as u32)
+        }))
+    }
+
     /// Which node leads each shard, as `nodes` report it (at most half a second each; a
     /// node that does not answer contributes nothing).
     async fn leaders_known_by(&self, mut nodes: Vec<NodeId>) -> HashMap<(String, String), NodeId> {

@@ -407,6 +407,13 @@ impl Actions {
                         "NextToken and StreamName cannot be provided together.",
                     ));
                 }
+                // Likewise a paginator sends the first page's ShardFilter again: it must
+                // be the token's. ExclusiveStartShardId is the token's own position.
+                if filter.as_ref().is_some_and(|f| Some(f) != t.filter.as_ref()) {
+                    return Err(KinesisError::invalid_argument(
+                        "NextToken and a different ShardFilter cannot be provided together.",
+                    ));
+                }
                 (t.stream, Some(t.after), t.filter)
             }
             None => {
@@ -445,18 +452,11 @@ impl Actions {
     }
 
     async fn describe_limits(&self) -> Result<Value> {
-        let names =
-            self.api.list_streams(Request::new(pb::ListStreamsRequest {})).await?.into_inner().stream_names;
-        let mut open = 0;
-        for name in names {
-            if let Ok(d) = self.describe(name).await {
-                open += d.shards.iter().filter(|s| s.ending_sequence_number.is_none()).count();
-            }
-        }
+        let (open, on_demand) = self.api.shard_counts().await?;
         Ok(Value::map([
             ("ShardLimit", Value::Int(crate::limits::MAX_SHARDS_PER_STREAM.into())),
-            ("OpenShardCount", Value::Int(open as i128)),
-            ("OnDemandStreamCount", Value::Int(0)),
+            ("OpenShardCount", Value::Int(open.into())),
+            ("OnDemandStreamCount", Value::Int(on_demand.into())),
             ("OnDemandStreamCountLimit", Value::Int(50)),
         ]))
     }

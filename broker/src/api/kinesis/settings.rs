@@ -15,12 +15,34 @@ fn consumer_arn(region: &str, stream: &str, c: &Consumer) -> String {
     format!("{}/consumer/{}:{}", stream_arn(region, stream), c.name, c.created_ms / 1000)
 }
 
-/// The stream and consumer names inside a consumer ARN.
-pub(super) fn parse_consumer_arn(arn: &str) -> Option<(String, String)> {
+/// The stream, the consumer's name and its registration time (seconds) inside a
+/// consumer ARN.
+pub(super) fn parse_consumer_arn(arn: &str) -> Option<(String, String, Option<i64>)> {
     let (stream_part, consumer_part) = arn.split_once("/consumer/")?;
     let stream = stream_part.rsplit_once(":stream/")?.1;
-    let name = consumer_part.rsplit_once(':').map_or(consumer_part, |(n, _)| n);
-    (is_name(stream) && is_name(name)).then(|| (stream.to_string(), name.to_string()))
+    let (name, created) = match consumer_part.rsplit_once(':') {
+        Some((n, secs)) => (n, Some(secs.parse().ok()?)),
+        None => (consumer_part, None),
+    };
+    (is_name(stream) && is_name(name)).then(|| (stream.to_string(), name.to_string(), created))
+}
+
+/// The consumer called `name`, registered at `created` (seconds) when an ARN names the
+/// time: an ARN from before a consumer was deregistered and registered again under the
+/// same name names no consumer, as in Kinesis.
+pub(super) fn find_consumer<'a>(
+    consumers: &'a [Consumer],
+    name: &str,
+    created: Option<i64>,
+) -> Option<&'a Consumer> {
+    consumers.iter().find(|c| c.name == name && created.is_none_or(|s| s == c.created_ms / 1000))
+}
+
+fn consumer_not_found(stream: &str, consumer: &str) -> KinesisError {
+    KinesisError::from(crate::error::Error::not_found(format!(
+        "Consumer {consumer} under stream {stream} under account {} not found.",
+        crate::ACCOUNT_ID
+    )))
 }
 
 fn consumer_value(region: &str, stream: &str, c: &Consumer, with_stream: bool) -> Value {
@@ -138,8 +160,13 @@ impl Actions {
         Ok(Value::map([]))
     }
 
-    /// The stream and consumer a call names: StreamARN and ConsumerName, or ConsumerARN.
-    fn consumer_target(input: &mut Input, v: &mut Violations) -> Result<(Option<String>, Option<String>)> {
+    /// The stream and consumer a call names: StreamARN and ConsumerName, or ConsumerARN
+    /// (which also names the consumer's registration time).
+    #[allow(clippy::type_complexity)]
+    fn consumer_target(
+        input: &mut Input,
+        v: &mut Violations,
+    ) -> Result<(Option<String>, Option<String>, Option<i64>)> {
         let name = input.string("ConsumerName")?;
         let arn = input.string("ConsumerARN")?;
         let stream = optional_stream_name(input, v)?;
@@ -149,13 +176,13 @@ impl Actions {
         }
         match (arn, stream, name) {
             (Some(a), _, _) => match parse_consumer_arn(&a) {
-                Some((s, n)) => Ok((Some(s), Some(n))),
+                Some((s, n, created)) => Ok((Some(s), Some(n), created)),
                 None => {
                     v.pattern("consumerARN", &a, "^(arn):aws.*:kinesis:.*:\\d{12}:.*stream\\/[a-zA-Z0-9_.-]+\\/consumer\\/[a-zA-Z0-9_.-]+:[0-9]+", |_| false);
-                    Ok((None, None))
+                    Ok((None, None, None))
                 }
             },
-            (None, Some(s), Some(n)) => Ok((Some(s), Some(n))),
+            (None, Some(s), Some(n)) => Ok((Some(s), Some(n), None)),
             _ => Err(KinesisError::invalid_argument(
                 "Either ConsumerARN or both StreamARN and ConsumerName must be provided.",
             )),
@@ -192,16 +219,12 @@ impl Actions {
 
     pub(super) async fn describe_consumer(&self, mut input: Input) -> Result<Value> {
         let mut v = Violations::default();
-        let (stream, consumer) = Self::consumer_target(&mut input, &mut v)?;
+        let (stream, consumer, created) = Self::consumer_target(&mut input, &mut v)?;
         v.finish()?;
         let (stream, consumer) = (need(stream)?, consumer.unwrap_or_default());
         let s = self.stream_meta(&stream).await?;
-        let c = s.consumers.iter().find(|c| c.name == consumer).ok_or_else(|| {
-            KinesisError::from(crate::error::Error::not_found(format!(
-                "Consumer {consumer} under stream {stream} under account {} not found.",
-                crate::ACCOUNT_ID
-            )))
-        })?;
+        let c = find_consumer(&s.consumers, &consumer, created)
+            .ok_or_else(|| consumer_not_found(&stream, &consumer))?;
         Ok(Value::map([("ConsumerDescription", consumer_value(&self.region, &stream, c, true))]))
     }
 
@@ -217,7 +240,16 @@ impl Actions {
         let stream = need(stream)?;
         let secret = self.api.secret().await?;
         let after = match token {
-            Some(t) => Some(NextToken::decode(&t, &secret, crate::now_ms())?.after),
+            Some(t) => {
+                let t = NextToken::decode(&t, &secret, crate::now_ms())?;
+                if t.stream != stream {
+                    return Err(KinesisError::invalid_argument(format!(
+                        "NextToken was issued for stream {}, not {stream}.",
+                        t.stream
+                    )));
+                }
+                Some(t.after)
+            }
             None => None,
         };
         let s = self.stream_meta(&stream).await?;
@@ -245,9 +277,14 @@ impl Actions {
 
     pub(super) async fn deregister_consumer(&self, mut input: Input) -> Result<Value> {
         let mut v = Violations::default();
-        let (stream, consumer) = Self::consumer_target(&mut input, &mut v)?;
+        let (stream, consumer, created) = Self::consumer_target(&mut input, &mut v)?;
         v.finish()?;
         let (stream, name) = (need(stream)?, consumer.unwrap_or_default());
+        if created.is_some()
+            && find_consumer(&self.stream_meta(&stream).await?.consumers, &name, created).is_none()
+        {
+            return Err(consumer_not_found(&stream, &name));
+        }
         self.api.change(MetaCommand::DeregisterConsumer { stream, name }).await?;
         Ok(Value::map([]))
     }
@@ -262,7 +299,15 @@ mod tests {
         let c = Consumer { name: "app-1".into(), created_ms: 1_700_000_000_123 };
         let arn = consumer_arn("eu-west-1", "orders", &c);
         assert_eq!(arn, "arn:aws:kinesis:eu-west-1:000000000000:stream/orders/consumer/app-1:1700000000");
-        assert_eq!(parse_consumer_arn(&arn), Some(("orders".into(), "app-1".into())));
+        assert_eq!(parse_consumer_arn(&arn), Some(("orders".into(), "app-1".into(), Some(1_700_000_000))));
+        let again = Consumer { name: "app-1".into(), created_ms: 1_800_000_000_000 };
+        let registered = [again];
+        assert!(
+            find_consumer(&registered, "app-1", Some(1_700_000_000)).is_none(),
+            "an older registration's ARN"
+        );
+        assert!(find_consumer(&registered, "app-1", Some(1_800_000_000)).is_some());
+        assert!(find_consumer(&registered, "app-1", None).is_some(), "by name");
         assert_eq!(parse_consumer_arn("arn:aws:kinesis:x:1:stream/orders"), None);
         assert_eq!(parse_consumer_arn("arn:aws:kinesis:x:1:stream/bad name/consumer/a:1"), None);
     }

@@ -3,7 +3,7 @@
 
 use super::actions::{Actions, Result};
 use super::error::KinesisError;
-use super::settings::parse_consumer_arn;
+use super::settings::{find_consumer, parse_consumer_arn};
 use super::wire::{encode, Format, Input, Value, Violations};
 use crate::pb::{self, freshet_server::Freshet};
 use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
@@ -86,10 +86,10 @@ impl Actions {
         };
         v.finish()?;
         let arn = arn.unwrap_or_default();
-        let (stream, consumer) = parse_consumer_arn(&arn)
+        let (stream, consumer, created) = parse_consumer_arn(&arn)
             .ok_or_else(|| KinesisError::invalid_argument(format!("{arn} is not a consumer ARN.")))?;
         let meta = self.api.stream_as_committed(&stream).await?;
-        if !meta.consumers.iter().any(|c| c.name == consumer) {
+        if find_consumer(&meta.consumers, &consumer, created).is_none() {
             return Err(crate::error::Error::not_found(format!(
                 "Consumer {consumer} under stream {stream} under account {} not found.",
                 crate::ACCOUNT_ID
