@@ -65,6 +65,14 @@ def test_signed_requests_pass_and_everything_else_is_refused(cluster):
     assert code_of(cluster.client(2, key=("AKIDUNKNOWN", SECRET)).list_streams) == "UnrecognizedClientException"
     status, err = send(cluster, b"{}", {"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": "Kinesis_20131202.ListStreams"})
     assert (status, err["__type"]) == (400, "MissingAuthenticationTokenException")
+    # Who calls is checked first: an unsigned call of no action is refused as unsigned.
+    status, err = send(cluster, b"{}", {"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": "Nothing.At.All"})
+    assert (status, err["__type"]) == (400, "MissingAuthenticationTokenException")
+    body, headers = signed(cluster, "ListStreams", {})
+    del headers["X-Amz-Date"]
+    status, err = send(cluster, body, headers)
+    assert (status, err["__type"]) == (400, "IncompleteSignatureException"), err
+    assert "X-Amz-Date" in err["message"]
 
     # A signed request is accepted as signed, and refused once its body is altered.
     body, headers = signed(cluster, "PutRecord", {"StreamName": "signed", "Data": "YQ==", "PartitionKey": "k"})

@@ -148,15 +148,18 @@ fn parse_amz_date(s: &str) -> Option<i64> {
     Some(((days * 24 + h) * 60 + mi) * 60_000 + sec * 1000)
 }
 
-/// Checks a request's signature against `creds`.
-pub fn verify(
-    creds: &Credentials,
-    parts: &hyper::http::request::Parts,
-    body: &[u8],
-    now_ms: i64,
-) -> Result<(), KinesisError> {
-    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
-    let Some(auth) = header("authorization") else {
+/// The request's Authorization header and its access key's secret: what can be checked
+/// before the body is read, so an unsigned or unknown caller is refused before the node
+/// buffers up to 16 MiB for it.
+pub fn check_caller(creds: &Credentials, headers: &hyper::HeaderMap) -> Result<(), KinesisError> {
+    signer(creds, headers).map(|_| ())
+}
+
+fn signer<'a>(
+    creds: &'a Credentials,
+    headers: &'a hyper::HeaderMap,
+) -> Result<(Authorization<'a>, &'a str), KinesisError> {
+    let Some(auth) = headers.get("authorization").and_then(|v| v.to_str().ok()) else {
         return Err(missing());
     };
     let auth = parse_authorization(auth).ok_or_else(|| {
@@ -173,7 +176,25 @@ pub fn verify(
             "The security token included in the request is invalid.",
         )
     })?;
-    let amz_date = header("x-amz-date").ok_or_else(|| invalid_signature("no X-Amz-Date header"))?;
+    Ok((auth, secret.as_str()))
+}
+
+/// Checks a request's signature against `creds`.
+pub fn verify(
+    creds: &Credentials,
+    parts: &hyper::http::request::Parts,
+    body: &[u8],
+    now_ms: i64,
+) -> Result<(), KinesisError> {
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let (auth, secret) = signer(creds, &parts.headers)?;
+    let amz_date = header("x-amz-date").ok_or_else(|| {
+        KinesisError::new(
+            400,
+            "IncompleteSignatureException",
+            "Authorization header requires existence of an 'X-Amz-Date' header.",
+        )
+    })?;
     if !amz_date.starts_with(auth.date) {
         return Err(invalid_signature("the credential scope's date is not the request's date"));
     }
@@ -188,8 +209,10 @@ pub fn verify(
     }
     let mut headers = Vec::with_capacity(auth.signed_headers.len());
     for name in &auth.signed_headers {
-        let value = match (*name, header(name)) {
-            (_, Some(v)) => v.to_string(),
+        // A header sent more than once is signed as its values joined by commas.
+        let values: Vec<&str> = parts.headers.get_all(*name).iter().filter_map(|v| v.to_str().ok()).collect();
+        let value = match (*name, (!values.is_empty()).then(|| values.join(","))) {
+            (_, Some(v)) => v,
             // HTTP/2 carries the host as :authority.
             ("host", None) => parts.uri.authority().map(|a| a.to_string()).unwrap_or_default(),
             (n, None) => return Err(invalid_signature(&format!("signed header {n} is missing"))),

@@ -192,6 +192,10 @@ async fn answer(actions: &Actions, format: Format, req: Request<Incoming>) -> Re
             req.method()
         )));
     }
+    // With credentials configured, who is calling is checked first, as AWS does.
+    if let Some(creds) = &actions.credentials {
+        auth::check_caller(creds, req.headers())?;
+    }
     let target = req.headers().get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or_default();
     let action = match target.strip_prefix(TARGET_PREFIX) {
         Some(a) if !a.is_empty() => a.to_string(),
