@@ -503,6 +503,8 @@ def test_slow_clients_are_cut_off_and_write_nothing():
         # Headers that never end: the connection is closed (with a 408 or without a word).
         reply = reply_to(b"POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: Kin")
         assert reply is not None, "a client stalled in its headers kept its connection"
+        # A client that connects and never says a word is closed too.
+        assert reply_to(b"") == b"", "a silent client kept its connection"
         assert reply == b"" or reply.split(b" ")[1] == b"408", reply
         # Nothing was written, and a client that keeps pace is served.
         it = kinesis.get_shard_iterator(StreamName="slow", ShardId="shardId-000000000000", ShardIteratorType="TRIM_HORIZON")["ShardIterator"]

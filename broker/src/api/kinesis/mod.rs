@@ -89,7 +89,14 @@ where
 {
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(read_timeout).max_buf_size(64 << 10);
-    builder.http2().max_header_list_size(64 << 10);
+    // HTTP/2 connections live long (SubscribeToShard, pooled SDK clients): pings find
+    // the peers that vanished without closing them.
+    builder
+        .http2()
+        .max_header_list_size(64 << 10)
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
     let service = hyper::service::service_fn(move |req| {
         let actions = actions.clone();
         async move { Ok::<_, std::convert::Infallible>(handle(&actions, req).await) }
@@ -126,7 +133,16 @@ pub async fn serve(
         let tls = tls.clone();
         tokio::spawn(async move {
             match tls {
-                None => serve_connection(stream, actions, read_timeout).await,
+                // A client must start its request within the timeout: until its first byte
+                // the protocol (HTTP/1.1 or HTTP/2) is unknown, and no timer of either runs.
+                None => {
+                    let mut first = [0u8; 1];
+                    if let Ok(Ok(n)) = tokio::time::timeout(read_timeout, stream.peek(&mut first)).await {
+                        if n > 0 {
+                            serve_connection(stream, actions, read_timeout).await;
+                        }
+                    }
+                }
                 // The handshake gets the same deadline as a request's headers.
                 Some(tls) => {
                     if let Ok(Ok(stream)) = tokio::time::timeout(read_timeout, tls.accept(stream)).await {
