@@ -316,11 +316,21 @@ impl pb::freshet_server::Freshet for Api {
             })
             .collect();
         // Shards without a replica here: their leaders as their replicas' nodes know them.
-        let unknown: Vec<NodeId> =
-            shards.iter().filter(|sh| sh.leader.is_none()).flat_map(|sh| sh.replicas.clone()).collect();
+        // (A shard with a replica here but no leader is electing one: nobody knows better.)
+        let elsewhere: std::collections::HashSet<String> = s
+            .shards
+            .iter()
+            .filter(|sh| self.node.shard(sh.group_id).is_none())
+            .map(|sh| sh.shard_id())
+            .collect();
+        let unknown: Vec<NodeId> = shards
+            .iter()
+            .filter(|sh| elsewhere.contains(&sh.shard_id))
+            .flat_map(|sh| sh.replicas.clone())
+            .collect();
         if !unknown.is_empty() {
             let leaders = self.leaders_known_by(unknown).await;
-            for sh in shards.iter_mut().filter(|sh| sh.leader.is_none()) {
+            for sh in shards.iter_mut().filter(|sh| elsewhere.contains(&sh.shard_id)) {
                 sh.leader = leaders.get(&(s.name.clone(), sh.shard_id.clone())).copied();
             }
         }
