@@ -76,8 +76,8 @@ impl Api {
         }))
     }
 
-    /// Which node leads each shard, as `nodes` report it (at most half a second each; a
-    /// node that does not answer contributes nothing).
+    /// Which node leads each shard, as `nodes` report it (at most a second each; a node
+    /// that does not answer contributes nothing).
     async fn leaders_known_by(&self, mut nodes: Vec<NodeId>) -> HashMap<(String, String), NodeId> {
         nodes.sort_unstable();
         nodes.dedup();
@@ -86,7 +86,7 @@ impl Api {
             let mut peer = self.node.pool.peer(addr);
             async move {
                 let call = peer.local_status(pb::ClusterStatusRequest {});
-                match tokio::time::timeout(std::time::Duration::from_millis(500), call).await {
+                match tokio::time::timeout(std::time::Duration::from_secs(1), call).await {
                     Ok(Ok(r)) => r.into_inner().groups,
                     _ => Vec::new(),
                 }
