@@ -85,7 +85,7 @@ impl pb::peer_server::Peer for PeerService {
             let e = Error::unavailable("too many forwarding hops; retry");
             return body(&pieces.iter().map(|_| Err(e.clone())).collect::<Vec<Result<Vec<RecordOutcome>>>>());
         }
-        body(&self.node.write_pieces(pieces, req.hops).await)
+        body(&self.node.write_pieces(pieces, req.hops, req.spread.max(1)).await)
     }
 
     async fn meta_write(&self, req: Request<pb::PeerWrite>) -> Result<Response<pb::PeerWriteReply>, Status> {

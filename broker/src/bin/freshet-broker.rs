@@ -61,6 +61,11 @@ struct Args {
     /// microseconds (0: sync at once). Trades a little latency for much throughput.
     #[arg(long, env = "FRESHET_SYNC_LINGER_US", default_value_t = 1000)]
     sync_linger_us: u64,
+    /// How long a busy shard leader may hold a piece of a PutRecords spread over several
+    /// shards before proposing it, in microseconds, so that one Raft entry carries many
+    /// requests (0: propose at once). Single-shard requests never wait.
+    #[arg(long, env = "FRESHET_WRITE_LINGER_US", default_value_t = freshet_broker::shard::writer::DEFAULT_LINGER.as_micros() as u64)]
+    write_linger_us: u64,
     /// How often shard leaders enforce retention, in seconds.
     #[arg(long, env = "FRESHET_RETENTION_CHECK_SECS", default_value_t = 60)]
     retention_check_secs: u64,
@@ -147,6 +152,7 @@ async fn main() -> anyhow::Result<()> {
         retention_check: Duration::from_secs(args.retention_check_secs.max(1)),
         retention_hour_ms: args.retention_hour_ms.max(1),
         sync_linger: Duration::from_micros(args.sync_linger_us),
+        write_linger: Duration::from_micros(args.write_linger_us),
         on_demand_split_after: Duration::from_secs(args.on_demand_split_after_secs),
     };
     let node = Node::start(config)

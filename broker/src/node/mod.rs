@@ -45,6 +45,8 @@ pub struct NodeConfig {
     pub retention_hour_ms: i64,
     /// How long a busy node's group commit waits for more appends before it syncs.
     pub sync_linger: Duration,
+    /// How long a busy shard leader may hold a piece of a multi-shard request for company.
+    pub write_linger: Duration,
     /// How long a shard of an ON_DEMAND stream stays hot before it is split.
     pub on_demand_split_after: Duration,
 }
@@ -159,7 +161,7 @@ impl Node {
             };
             if let Some(addr) = leader.filter(|l| *l != self.id).and_then(|l| self.addr_of(l)) {
                 let body = encode(&cmd).map_err(|e| Error::internal(e.to_string()))?;
-                let req = pb::PeerWrite { group_id: META_GROUP, body, hops: 1 };
+                let req = pb::PeerWrite { group_id: META_GROUP, body, hops: 1, spread: 1 };
                 if let Ok(reply) = self.pool.peer(&addr).meta_write(req).await {
                     let r: Option<Result<MetaReply>> =
                         decode::<Result<MetaReply>>(&reply.into_inner().body).ok();
@@ -282,6 +284,7 @@ impl Node {
                         self.pool.clone(),
                         self.config.timing,
                         spec,
+                        self.config.write_linger,
                     )
                     .await;
                     match started {
@@ -442,20 +445,22 @@ impl Node {
         }
     }
 
-    /// Writes records to one shard, through its leader wherever it is.
+    /// Writes records to one shard, through its leader wherever it is; `spread` is how many
+    /// shards the producer's request covers.
     pub async fn shard_write(
         &self,
         group: GroupId,
         replicas: &[NodeId],
         records: Vec<RecordInput>,
         hops: u32,
+        spread: u32,
     ) -> Result<Vec<RecordOutcome>> {
         let deadline = tokio::time::Instant::now() + LEADER_WAIT;
         loop {
             let leader_hint = match self.shard(group) {
                 Some(local) => {
                     let (tx, rx) = oneshot::channel();
-                    let req = WriteRequest { records: records.clone(), reply: tx };
+                    let req = WriteRequest { records: records.clone(), spread, reply: tx };
                     if local.writer.send(req).await.is_err() {
                         return Err(Error::unavailable("shard replica is shutting down; retry"));
                     }
@@ -476,7 +481,7 @@ impl Node {
                     return Err(Error::unavailable("shard leadership is moving; retry"));
                 }
                 let piece = ShardPiece { group, replicas: replicas.to_vec(), records: records.clone() };
-                match self.forward_pieces(&addr, vec![piece], hops + 1).await {
+                match self.forward_pieces(&addr, vec![piece], hops + 1, spread).await {
                     Ok(mut outcomes) if outcomes.len() == 1 => return outcomes.remove(0),
                     Ok(_) => return Err(Error::internal("forwarded write answered for the wrong shards")),
                     // Retried only when the request provably never left: a connection that
@@ -517,16 +522,23 @@ impl Node {
         addr: &str,
         pieces: Vec<ShardPiece>,
         hops: u32,
+        spread: u32,
     ) -> Result<Vec<Result<Vec<RecordOutcome>>>, tonic::Status> {
         let body = encode(&pieces).map_err(|e| tonic::Status::internal(e.to_string()))?;
-        let req = pb::PeerWrite { group_id: 0, body, hops };
+        let req = pb::PeerWrite { group_id: 0, body, hops, spread };
         let reply = self.pool.peer(addr).shard_write(req).await?;
         decode(&reply.into_inner().body).map_err(|e| tonic::Status::internal(e.to_string()))
     }
 
-    /// Writes records of several shards. Pieces for shards another node leads travel to
-    /// it together, one message per node rather than one per shard.
-    pub async fn write_pieces(&self, pieces: Vec<ShardPiece>, hops: u32) -> Vec<Result<Vec<RecordOutcome>>> {
+    /// Writes records of several shards, the pieces of one request `spread` over that many
+    /// shards. Pieces for shards another node leads travel to it together, one message per
+    /// node rather than one per shard.
+    pub async fn write_pieces(
+        &self,
+        pieces: Vec<ShardPiece>,
+        hops: u32,
+        spread: u32,
+    ) -> Vec<Result<Vec<RecordOutcome>>> {
         let n = pieces.len();
         let mut direct = Vec::new();
         let mut by_node: BTreeMap<NodeId, Vec<(usize, ShardPiece)>> = BTreeMap::new();
@@ -539,18 +551,18 @@ impl Node {
             }
         }
         let direct = direct.into_iter().map(|(i, p)| async move {
-            vec![(i, self.shard_write(p.group, &p.replicas, p.records, hops).await)]
+            vec![(i, self.shard_write(p.group, &p.replicas, p.records, hops, spread).await)]
         });
         let remote = by_node.into_iter().map(|(node, list)| async move {
             let addr = self.addr_of(node).expect("checked above");
             let (idx, pieces): (Vec<usize>, Vec<ShardPiece>) = list.into_iter().unzip();
-            match self.forward_pieces(&addr, pieces.clone(), hops + 1).await {
+            match self.forward_pieces(&addr, pieces.clone(), hops + 1, spread).await {
                 Ok(outcomes) if outcomes.len() == idx.len() => idx.into_iter().zip(outcomes).collect(),
                 // Never reached the peer: the per-shard path finds the current leaders.
                 Err(s) if s.code() == tonic::Code::Unavailable && s.message().contains("connect") => {
                     let mut out = Vec::new();
                     for (i, p) in idx.into_iter().zip(pieces) {
-                        out.push((i, self.shard_write(p.group, &p.replicas, p.records, hops).await));
+                        out.push((i, self.shard_write(p.group, &p.replicas, p.records, hops, spread).await));
                     }
                     out
                 }

@@ -50,6 +50,7 @@ impl ShardReplica {
         pool: PeerPool,
         timing: RaftTiming,
         spec: ShardSpec,
+        write_linger: std::time::Duration,
     ) -> anyhow::Result<ShardReplica> {
         let ShardSpec { group, stream, shard_index, limits } = spec;
         let cache = Arc::new(LogCache::default());
@@ -68,7 +69,8 @@ impl ShardReplica {
         hibernation.set_ticker(move |on| ticker.runtime_config().tick(on));
         let (limits_tx, limits_rx) = watch::channel(limits);
         let load = Arc::new(load::Load::new(std::time::Instant::now()));
-        let writer = writer::spawn(raft.clone(), hibernation.clone(), limits, limits_rx, load.clone());
+        let writer =
+            writer::spawn(raft.clone(), hibernation.clone(), limits, limits_rx, load.clone(), write_linger);
         Ok(ShardReplica {
             group,
             stream,

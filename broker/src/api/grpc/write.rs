@@ -71,7 +71,8 @@ impl Api {
                     ((b.shard, b.positions), piece)
                 })
                 .unzip();
-            let outcomes = self.node.write_pieces(pieces, 0).await;
+            let spread = pieces.len() as u32;
+            let outcomes = self.node.write_pieces(pieces, 0, spread).await;
             let mut again = Vec::new();
             let mut closed_groups = Vec::new();
             for ((shard, positions), outcome) in targets.into_iter().zip(outcomes) {
