@@ -93,7 +93,7 @@ pub fn user_records(records: &[pb::Record]) -> Vec<UserRecord> {
                 sequence_number: r.sequence_number.clone(),
                 sub_sequence: None,
                 partition_key: r.partition_key.clone(),
-                data: r.data.clone(),
+                data: r.data.to_vec(),
                 approximate_arrival_timestamp_ms: r.approximate_arrival_timestamp_ms,
             }),
         }

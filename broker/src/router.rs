@@ -75,7 +75,7 @@ mod tests {
     }
 
     fn rec(key: &str) -> (RecordInput, Option<String>) {
-        (RecordInput { partition_key: key.into(), data: key.as_bytes().to_vec() }, None)
+        (RecordInput { partition_key: key.into(), data: key.as_bytes().to_vec().into() }, None)
     }
 
     #[test]
@@ -99,12 +99,17 @@ mod tests {
     #[test]
     fn explicit_hash_key_overrides_md5() {
         let s = stream(4);
-        let last = (RecordInput { partition_key: "a".into(), data: vec![] }, Some(u128::MAX.to_string()));
-        let first = (RecordInput { partition_key: "a".into(), data: vec![] }, Some("0".to_string()));
+        let last = (
+            RecordInput { partition_key: "a".into(), data: Default::default() },
+            Some(u128::MAX.to_string()),
+        );
+        let first =
+            (RecordInput { partition_key: "a".into(), data: Default::default() }, Some("0".to_string()));
         let b = plan(&s, vec![last, first]).unwrap();
         assert_eq!(b[0].shard.index, 3);
         assert_eq!(b[1].shard.index, 0);
-        let bad = (RecordInput { partition_key: "a".into(), data: vec![] }, Some("x".to_string()));
+        let bad =
+            (RecordInput { partition_key: "a".into(), data: Default::default() }, Some("x".to_string()));
         assert!(plan(&s, vec![bad]).is_err());
     }
 }

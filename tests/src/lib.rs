@@ -405,7 +405,7 @@ pub mod workload {
                     .iter()
                     .map(|(k, n)| pb::PutRecordsEntry {
                         partition_key: k.clone(),
-                        data: data(k, *n).into_bytes(),
+                        data: data(k, *n).into_bytes().into(),
                         explicit_hash_key: None,
                     })
                     .collect(),
@@ -483,7 +483,7 @@ pub mod workload {
                 );
             }
             for r in records {
-                let text = String::from_utf8(r.data.clone()).expect("utf-8 data");
+                let text = String::from_utf8(r.data.to_vec()).expect("utf-8 data");
                 let (key, n) = text.rsplit_once(':').expect("key:n");
                 assert_eq!(key, r.partition_key, "partition key travels with the record");
                 per_key.entry(key.to_string()).or_default().push(n.parse().unwrap());

@@ -17,7 +17,7 @@ fn put(stream: &str, key: &str, data: &[u8]) -> pb::PutRecordRequest {
 }
 
 fn entry(key: &str, data: Vec<u8>) -> pb::PutRecordsEntry {
-    pb::PutRecordsEntry { partition_key: key.into(), data, explicit_hash_key: None }
+    pb::PutRecordsEntry { partition_key: key.into(), data: data.into(), explicit_hash_key: None }
 }
 
 fn error_type(s: &tonic::Status) -> &str {
@@ -65,7 +65,7 @@ async fn stream_lifecycle_and_kinesis_hash_ranges() {
     let read = read_all(&cluster.client(3), "clicks").await;
     assert_eq!(read[&r.shard_id].len(), 1);
     assert_eq!(read[&r.shard_id][0].sequence_number, r.sequence_number);
-    assert_eq!(read[&r.shard_id][0].data, b"hello");
+    assert_eq!(read[&r.shard_id][0].data, &b"hello"[..]);
 
     api.delete_stream(pb::DeleteStreamRequest { stream_name: "clicks".into() }).await.unwrap();
     let e = cluster.client(1).describe("clicks").await.unwrap_err();
@@ -142,7 +142,7 @@ async fn every_iterator_type_starts_where_kinesis_says() {
                 .await
                 .unwrap()
                 .into_iter()
-                .map(|r| String::from_utf8(r.data).unwrap())
+                .map(|r| String::from_utf8(r.data.to_vec()).unwrap())
                 .collect::<Vec<_>>()
         }
     };
@@ -173,7 +173,7 @@ async fn every_iterator_type_starts_where_kinesis_says() {
         .unwrap()
         .into_inner();
     assert_eq!(page.records.len(), 1);
-    assert_eq!(page.records[0].data, b"after-latest");
+    assert_eq!(page.records[0].data, &b"after-latest"[..]);
     assert!(page.records[0].approximate_arrival_timestamp_ms >= midpoint_ms);
 
     // Limit pages through the shard without skipping or repeating.
@@ -392,7 +392,7 @@ async fn records_past_retention_disappear() {
     tokio::time::sleep(Duration::from_millis(4000)).await;
     api.put_record(put("short", "k", b"new")).await.unwrap();
     let after = read_all(&client, "short").await;
-    let data: Vec<&[u8]> = after["shardId-000000000000"].iter().map(|r| r.data.as_slice()).collect();
+    let data: Vec<&[u8]> = after["shardId-000000000000"].iter().map(|r| &r.data[..]).collect();
     assert_eq!(data, vec![b"new".as_slice()], "only the record within retention is readable");
     // An iterator taken before expiry does not bring expired records back either.
     let page = client.read_to_end(early).await.unwrap();

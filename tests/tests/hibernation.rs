@@ -104,7 +104,7 @@ async fn idle_groups_sleep_and_a_write_wakes_them_for_every_replica() {
             let Ok(Ok(Some(event))) = event else {
                 panic!("subscriber on node {} got {got:?} of {sent:?}", n + 1)
             };
-            got.extend(event.records.into_iter().map(|r| String::from_utf8(r.data).unwrap()));
+            got.extend(event.records.into_iter().map(|r| String::from_utf8(r.data.to_vec()).unwrap()));
         }
         assert_eq!(got, sent, "node {}", n + 1);
     }
@@ -163,7 +163,7 @@ async fn a_sleeping_group_whose_leader_dies_elects_a_successor_and_loses_nothing
     );
     let read = read_all(&client, "quiet").await;
     let mut data: Vec<String> =
-        read.values().flatten().map(|r| String::from_utf8(r.data.clone()).unwrap()).collect();
+        read.values().flatten().map(|r| String::from_utf8(r.data.to_vec()).unwrap()).collect();
     data.sort();
     let mut want: Vec<String> = (0..80).map(|i| format!("r{i}")).collect();
     want.sort();

@@ -67,7 +67,7 @@ async fn a_corrupt_replica_is_reported_and_never_serves() {
     // shard takes writes.
     let read = read_all(&cluster.client(2), "s").await;
     let data: Vec<String> =
-        read["shardId-000000000000"].iter().map(|r| String::from_utf8(r.data.clone()).unwrap()).collect();
+        read["shardId-000000000000"].iter().map(|r| String::from_utf8(r.data.to_vec()).unwrap()).collect();
     assert_eq!(data, (0..200).map(|i| format!("record {i}")).collect::<Vec<_>>());
     let r = cluster
         .client(2)
@@ -93,6 +93,6 @@ async fn a_corrupt_replica_is_reported_and_never_serves() {
         )
         .await
         .unwrap();
-    assert_eq!(client.read_to_end(it).await.unwrap()[0].data, b"after");
+    assert_eq!(client.read_to_end(it).await.unwrap()[0].data, &b"after"[..]);
     assert!(!cluster.log(2).contains("panicked"));
 }

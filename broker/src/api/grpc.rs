@@ -411,7 +411,7 @@ impl pb::freshet_server::Freshet for Api {
         let stream = self.stream(&r.stream_name).await?;
         let entry = pb::PutRecordsEntry {
             partition_key: r.partition_key,
-            data: r.data,
+            data: r.data.into(),
             explicit_hash_key: r.explicit_hash_key,
         };
         // A batch of one on the same write path; checked above with PutRecord's names.

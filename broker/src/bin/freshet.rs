@@ -418,7 +418,7 @@ async fn put_lines(client: &Client, stream: &str, key: Option<String>, batch: us
             let line = line.context("reading stdin")?;
             pending.push(pb::PutRecordsEntry {
                 partition_key: key.clone().unwrap_or_else(random_key),
-                data: line.into_bytes(),
+                data: line.into_bytes().into(),
                 explicit_hash_key: None,
             });
             if pending.len() == batch {

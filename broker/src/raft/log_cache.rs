@@ -141,7 +141,7 @@ mod tests {
     fn entry(index: u64, term: u64, bytes: usize) -> Entry {
         let batch = RecordBatch {
             arrival_ms: 1,
-            records: vec![RecordInput { partition_key: "k".into(), data: vec![7; bytes] }],
+            records: vec![RecordInput { partition_key: "k".into(), data: vec![7; bytes].into() }],
         };
         Entry {
             log_id: openraft::testing::log_id::<crate::raft::TypeConfig>(term, 1, index),

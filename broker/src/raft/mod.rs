@@ -29,8 +29,9 @@ pub struct RecordBatch {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordInput {
     pub partition_key: String,
-    #[serde(with = "serde_bytes")]
-    pub data: Vec<u8>,
+    /// Shared, not copied, between the request, the forwarded piece and the Raft entry;
+    /// encoded exactly as a byte vector was.
+    pub data: bytes::Bytes,
 }
 
 impl RecordInput {

@@ -13,7 +13,7 @@ use openraft::EntryPayload;
 pub struct StoredRecord {
     pub sequence_number: SequenceNumber,
     pub partition_key: String,
-    pub data: Vec<u8>,
+    pub data: bytes::Bytes,
     pub arrival_ms: i64,
 }
 

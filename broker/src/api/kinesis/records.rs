@@ -17,7 +17,7 @@ pub(super) fn record_value(r: pb::Record) -> Value {
     Value::map([
         ("SequenceNumber", Value::str(r.sequence_number)),
         ("ApproximateArrivalTimestamp", Value::Timestamp(r.approximate_arrival_timestamp_ms)),
-        ("Data", Value::Bytes(r.data)),
+        ("Data", Value::Bytes(r.data.into())),
         ("PartitionKey", Value::str(r.partition_key)),
     ])
 }
@@ -52,7 +52,11 @@ impl Actions {
         if let Some(h) = &hash {
             v.pattern(&hash_field, h, HASH_KEY_PATTERN, |h| is_decimal(h, 39));
         }
-        Ok(pb::PutRecordsEntry { partition_key: key.unwrap_or_default(), data, explicit_hash_key: hash })
+        Ok(pb::PutRecordsEntry {
+            partition_key: key.unwrap_or_default(),
+            data: data.into(),
+            explicit_hash_key: hash,
+        })
     }
 
     pub(super) async fn put_record(&self, mut input: Input) -> Result<Value> {
@@ -70,7 +74,7 @@ impl Actions {
             .put_record(Request::new(pb::PutRecordRequest {
                 stream_name: name,
                 partition_key: entry.partition_key,
-                data: entry.data,
+                data: entry.data.into(),
                 explicit_hash_key: entry.explicit_hash_key,
             }))
             .await?

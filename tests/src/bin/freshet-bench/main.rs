@@ -145,7 +145,7 @@ impl Producer {
                 let records = (0..batch)
                     .map(|_| pb::PutRecordsEntry {
                         partition_key: key(),
-                        data: payload(),
+                        data: payload().into(),
                         explicit_hash_key: None,
                     })
                     .collect();
