@@ -216,6 +216,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             client: self.pool.peer(&node.addr),
             batcher: self.pool.batcher(&node.addr),
             records: self.records.clone(),
+            sent_commit: None,
         }
     }
 }
@@ -225,6 +226,10 @@ pub struct GroupNetwork {
     client: PeerClient<Channel>,
     batcher: FrameBatcher,
     records: Option<crate::storage::Store>,
+    /// The highest commit index sent to this peer. An empty append that raises it is news
+    /// (the follower's readers wait for it) and goes at once; one that does not is a
+    /// heartbeat and may wait for company.
+    sent_commit: Option<u64>,
 }
 
 impl GroupNetwork {
@@ -264,8 +269,14 @@ impl RaftNetworkV2<TypeConfig> for GroupNetwork {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let lazy = rpc.entries.is_empty();
-        self.call(APPEND, lazy, &rpc, option.soft_ttl()).await
+        let commit = rpc.leader_commit.as_ref().map(|c| c.index);
+        let news = commit > self.sent_commit;
+        let lazy = rpc.entries.is_empty() && !news;
+        let result = self.call(APPEND, lazy, &rpc, option.soft_ttl()).await;
+        if result.is_ok() {
+            self.sent_commit = self.sent_commit.max(commit);
+        }
+        result
     }
 
     async fn vote(
