@@ -67,7 +67,6 @@ pub(super) async fn kinesis_comparison(
     duration: Duration,
 ) -> anyhow::Result<(Vec<Result>, Vec<String>)> {
     eprintln!("==> Freshet over gRPC and over the Kinesis API: 3 nodes, {SHARDS} shards, replication 3, fsync before ack");
-    let cluster = Cluster::start(3).await;
     let mut freshet = Vec::new();
     for (protocol, stream, batch) in [
         (Protocol::Grpc, "g-batch", BATCH),
@@ -75,12 +74,14 @@ pub(super) async fn kinesis_comparison(
         (Protocol::Grpc, "g-single", 1),
         (Protocol::Kinesis, "k-single", 1),
     ] {
+        // A fresh cluster each time: a run must not pay for the compactions of the
+        // previous run's data.
+        let cluster = Cluster::start(3).await;
         cluster.create_stream(stream, SHARDS, unlimited()).await;
         cluster.wait_leaders(stream).await;
         freshet.push(freshet_run(&cluster, protocol, stream, batch, duration).await?);
         eprintln!("{}", row(freshet.last().unwrap()));
     }
-    drop(cluster);
     eprintln!("==> kinesalite {}: 1 process, in memory, {SHARDS} shards", kinesalite.display());
     let k = start_kinesalite(kinesalite).await?;
     let lite_batch = kinesalite_run(&k, "batch", BATCH, duration).await?;
@@ -91,7 +92,7 @@ pub(super) async fn kinesis_comparison(
     let ratio = |a: &Result, b: &Result| a.records_per_sec / b.records_per_sec;
     let lines = vec![
         format!(
-            "Kinesis API / gRPC throughput (same cluster): batched {:.2}x, single {:.2}x; server CPU per record batched {:.2}x, single {:.2}x",
+            "Kinesis API / gRPC throughput (same build, a fresh cluster each): batched {:.2}x, single {:.2}x; server CPU per record batched {:.2}x, single {:.2}x",
             ratio(&freshet[1], &freshet[0]),
             ratio(&freshet[3], &freshet[2]),
             freshet[1].cpu_us_per_record / freshet[0].cpu_us_per_record,
