@@ -22,7 +22,7 @@ deps:
 	@missing=""; \
 	{ command -v cc && command -v c++; } >/dev/null 2>&1 || missing="$$missing build-essential"; \
 	command -v protoc >/dev/null 2>&1 || missing="$$missing protobuf-compiler"; \
-	ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || missing="$$missing libclang-dev"; \
+	ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1 || missing="$$missing libclang-dev"; \
 	if [ -n "$$missing" ]; then \
 	  echo "==> installing Debian packages:$$missing"; \
 	  if [ "$$(id -u)" != 0 ]; then echo "need root to apt-get install$$missing (or install them yourself)"; exit 1; fi; \
