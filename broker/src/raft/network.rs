@@ -61,8 +61,11 @@ struct FrameBatcher {
     tx: mpsc::UnboundedSender<Outgoing>,
 }
 
-/// Batches in flight per peer.
-const BATCHES_IN_FLIGHT: usize = 8;
+/// Batches in flight per peer. Few, so that under load the frames of many groups gather
+/// while a batch is out (most of a batch's time is the follower's fsync) and travel in one
+/// call: with 2 instead of 8, a busy cluster spent 10-35% less CPU per record in paired
+/// runs (docs/benchmarks.md); with 1, single puts waited behind full batches.
+const BATCHES_IN_FLIGHT: usize = 2;
 const MAX_FRAMES_PER_BATCH: usize = 512;
 
 impl FrameBatcher {

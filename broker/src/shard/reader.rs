@@ -7,6 +7,7 @@ use crate::sequence::{SequenceBase, SequenceNumber};
 use crate::storage::{keys, CF_LOG, CF_TS_INDEX};
 use openraft::entry::RaftEntry;
 use openraft::EntryPayload;
+use std::sync::Arc;
 
 /// A record as read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +89,47 @@ impl ShardShared {
 
     /// Reads committed records from `from`, in sequence order, within `limits`.
     pub fn read(&self, base: SequenceBase, from: Position, limits: &ReadLimits) -> Result<Page> {
+        self.read_from(base, from, limits, true)?
+            .ok_or_else(|| Error::internal("a read that may use the disk gave no page"))
+    }
+
+    /// The page at `from`: served at once from memory when the log's tail holds it, else
+    /// read on a blocking thread. A tailing reader thus costs no thread hand-off per page
+    /// (two context switches, which cost more than the read itself).
+    pub async fn read_page(
+        self: &Arc<Self>,
+        base: SequenceBase,
+        from: Position,
+        limits: ReadLimits,
+    ) -> Result<Page> {
+        if let Some(page) = self.read_from_memory(base, from, &limits)? {
+            return Ok(page);
+        }
+        let shared = self.clone();
+        tokio::task::spawn_blocking(move || shared.read(base, from, &limits))
+            .await
+            .map_err(|e| Error::internal(format!("read task failed: {e}")))?
+    }
+
+    /// The page at `from` when it can be served without touching the disk (a reader at
+    /// the head of the log, the common case of a tailing consumer), so the caller need not
+    /// hand the read to a blocking thread; `None` when the read needs the disk.
+    pub fn read_from_memory(
+        &self,
+        base: SequenceBase,
+        from: Position,
+        limits: &ReadLimits,
+    ) -> Result<Option<Page>> {
+        self.read_from(base, from, limits, false)
+    }
+
+    fn read_from(
+        &self,
+        base: SequenceBase,
+        from: Position,
+        limits: &ReadLimits,
+        disk: bool,
+    ) -> Result<Option<Page>> {
         let state = self.state();
         // The last entry that may hold records: nothing at or after a `Close` is served.
         let applied = match state.closed_at {
@@ -129,6 +171,9 @@ impl ShardShared {
             };
             // A reader near the head of the log is served from memory.
             let cached = self.cache.visit(from.log_index, applied + 1, |entry| take(entry.index(), entry));
+            if !cached && !disk {
+                return Ok(None);
+            }
             if !cached {
                 let (lo, hi) = keys::log_range(self.group, from.log_index, applied + 1);
                 for item in self.store.scan(CF_LOG, lo, hi) {
@@ -155,6 +200,6 @@ impl ShardShared {
             _ => 0,
         };
         let ended = state.closed_at.is_some_and(|close| next.log_index >= close);
-        Ok(Page { records, next, millis_behind_latest: behind, ended })
+        Ok(Some(Page { records, next, millis_behind_latest: behind, ended }))
     }
 }

@@ -151,11 +151,7 @@ impl Api {
             expired_before_ms: self.expired_before(&stream),
         };
         let from = Position { log_index: it.log_index, position: it.position };
-        let shared = replica.shared.clone();
-        let base = shard.sequence_base();
-        let page: Page = tokio::task::spawn_blocking(move || shared.read(base, from, &limits))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))??;
+        let page: Page = replica.shared.read_page(shard.sequence_base(), from, limits).await?;
         let next = ShardIterator {
             log_index: page.next.log_index,
             position: page.next.position,
@@ -218,16 +214,10 @@ impl Api {
                     max_bytes: limits::MAX_GET_RECORDS_BYTES,
                     expired_before_ms: crate::now_ms() - i64::from(retention_hours) * retention_hour_ms,
                 };
-                let shared = replica.shared.clone();
-                let base = shard.sequence_base();
-                let page = match tokio::task::spawn_blocking(move || shared.read(base, pos, &limits)).await {
-                    Ok(Ok(p)) => p,
-                    Ok(Err(e)) => {
-                        let _ = tx.send(Err(e.into())).await;
-                        return;
-                    }
+                let page = match replica.shared.read_page(shard.sequence_base(), pos, limits).await {
+                    Ok(p) => p,
                     Err(e) => {
-                        let _ = tx.send(Err(Status::internal(e.to_string()))).await;
+                        let _ = tx.send(Err(e.into())).await;
                         return;
                     }
                 };
