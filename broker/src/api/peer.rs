@@ -10,6 +10,12 @@ use crate::shard::writer::RecordOutcome;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
+/// How long one frame of a batch may take here. A batch is answered whole, and a peer
+/// keeps only a couple of batches in flight (`raft/network.rs`), so one group that does
+/// not answer must not hold up every other group's frames; the sender gave up on an append
+/// long before this anyway (openraft allows it one heartbeat interval) and will send again.
+const FRAME_DEADLINE: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub struct PeerService {
     pub node: Arc<Node>,
 }
@@ -63,15 +69,13 @@ impl pb::peer_server::Peer for PeerService {
         let frames = req.into_inner().frames;
         let replies = futures::future::join_all(frames.into_iter().map(|f| async move {
             let (group_id, kind) = (f.group_id, f.kind);
-            match self.serve(f).await {
-                Ok(reply) => reply,
-                // The same encoding a frame's own error has, so the sender treats it alike.
-                Err(status) => pb::RaftFrame {
-                    group_id,
-                    kind,
-                    body: encode(&Err::<(), String>(status.message().to_string())).unwrap_or_default(),
-                },
-            }
+            let error = match tokio::time::timeout(FRAME_DEADLINE, self.serve(f)).await {
+                Ok(Ok(reply)) => return reply,
+                Ok(Err(status)) => status.message().to_string(),
+                Err(_) => format!("group {group_id} did not answer within {FRAME_DEADLINE:?}"),
+            };
+            // The same encoding a frame's own error has, so the sender treats it alike.
+            pb::RaftFrame { group_id, kind, body: encode(&Err::<(), String>(error)).unwrap_or_default() }
         }))
         .await;
         Ok(Response::new(pb::RaftFrames { frames: replies }))
