@@ -102,7 +102,7 @@ impl ShardShared {
         from: Position,
         limits: ReadLimits,
     ) -> Result<Page> {
-        if let Some(page) = self.read_from_memory(base, from, &limits)? {
+        if let Some(page) = self.read_from(base, from, &limits, false)? {
             return Ok(page);
         }
         let shared = self.clone();
@@ -111,18 +111,7 @@ impl ShardShared {
             .map_err(|e| Error::internal(format!("read task failed: {e}")))?
     }
 
-    /// The page at `from` when it can be served without touching the disk (a reader at
-    /// the head of the log, the common case of a tailing consumer), so the caller need not
-    /// hand the read to a blocking thread; `None` when the read needs the disk.
-    pub fn read_from_memory(
-        &self,
-        base: SequenceBase,
-        from: Position,
-        limits: &ReadLimits,
-    ) -> Result<Option<Page>> {
-        self.read_from(base, from, limits, false)
-    }
-
+    /// The page at `from`; `None` when it needs the disk and `disk` is false.
     fn read_from(
         &self,
         base: SequenceBase,
