@@ -36,7 +36,9 @@ mod tests {
     /// The committed chart must carry exactly what the types generate.
     #[test]
     fn committed_crds_match_the_types() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/freshet/crds");
+        // Relative to the package, where cargo runs tests: a path baked in at compile time
+        // would name whichever checkout first built this test into a shared target dir.
+        let dir = std::path::Path::new("../charts/freshet/crds");
         for (name, generated) in crd_files() {
             let path = dir.join(&name);
             let committed = std::fs::read_to_string(&path)

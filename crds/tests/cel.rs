@@ -20,7 +20,9 @@ fn header(text: &str, key: &str) -> Option<String> {
 }
 
 fn manifests(dir: &str) -> Vec<Manifest> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+    // Relative to the package, where cargo runs tests (not a compile-time path, which a
+    // shared target dir could carry over from another checkout).
+    let dir = Path::new(dir);
     let mut out: Vec<Manifest> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.unwrap().path())

@@ -58,8 +58,9 @@ struct Args {
     #[arg(long, env = "FRESHET_ELECTION_TIMEOUT_MS", default_value_t = 750)]
     election_timeout_ms: u64,
     /// How long a busy node's group commit waits for more appends before its fsync, in
-    /// microseconds (0: sync at once). Trades a little latency for much throughput.
-    #[arg(long, env = "FRESHET_SYNC_LINGER_US", default_value_t = 1000)]
+    /// microseconds (0, the default: sync at once; appends arriving during a sync share
+    /// the next one anyway).
+    #[arg(long, env = "FRESHET_SYNC_LINGER_US", default_value_t = freshet_broker::storage::flusher::DEFAULT_LINGER.as_micros() as u64)]
     sync_linger_us: u64,
     /// How long a busy shard leader may hold a piece of a PutRecords spread over several
     /// shards before proposing it, in microseconds, so that one Raft entry carries many

@@ -2,11 +2,10 @@
 //! thread runs a single WAL fsync and then completes every completion queued before it.
 //! One fsync serves every shard that appended meanwhile.
 //!
-//! When the node is busy (an append arrives within three `linger`s of the previous sync)
-//! the thread waits `linger` before syncing, so that one fsync serves many appends. Acks then
-//! come a little later, which also lets shard writers gather more records per Raft entry:
-//! fewer, larger entries and syncs for the same records. An append arriving on a quiet
-//! node is synced at once.
+//! Appends that arrive while a sync runs share the next one, so a busy node needs no
+//! timer to batch its syncs. An optional `linger` (`--sync-linger-us`) makes a busy node
+//! (an append within three `linger`s of the previous sync) wait before syncing; it is off
+//! by default, since every Raft entry waits for it on the leader and again on a follower.
 
 use rocksdb::DB;
 use std::sync::mpsc;
@@ -15,9 +14,10 @@ use std::time::{Duration, Instant};
 
 type Completion = Box<dyn FnOnce(Result<(), std::io::Error>) + Send>;
 
-/// Measured on 2 cores (docs/benchmarks.md): 1 ms gave +55% batched throughput and no
-/// loss for single puts; 0.2-0.5 ms less, 2 ms no more.
-pub const DEFAULT_LINGER: Duration = Duration::from_millis(1);
+/// Off. Measured on 2 cores (docs/benchmarks.md): 1 ms once gave +55% batched
+/// throughput, before shard writers lingered for company themselves; now it costs single
+/// puts 20-40% (an fsync here takes 0.2 ms) and gains batched writes nothing measurable.
+pub const DEFAULT_LINGER: Duration = Duration::ZERO;
 
 #[derive(Clone)]
 pub struct Flusher {

@@ -6,7 +6,7 @@
 //! One RocksDB means one write-ahead log: a single fsync makes every group's pending
 //! appends durable at once.
 
-mod flusher;
+pub mod flusher;
 pub mod keys;
 
 pub use flusher::Flusher;

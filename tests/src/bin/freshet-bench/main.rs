@@ -16,7 +16,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-const PRODUCERS: usize = 8;
+/// Concurrent producers per run; `--producers N` changes it (for latency studies).
+static PRODUCERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(8);
+
+fn producer_count() -> usize {
+    PRODUCERS.load(Ordering::Relaxed)
+}
 const BATCH: usize = 100;
 const RECORD: usize = 1024;
 /// Shards of the benchmark streams: sized for the load (about 40 MiB/s at 1 MiB/s per shard).
@@ -220,7 +225,7 @@ async fn run(target: Target<'_>, stream: &str, batch: usize, duration: Duration)
     let cpu = CpuWindow::start(target.pids.clone());
     let start = Instant::now();
     let mut producers = Vec::new();
-    for p in 0..PRODUCERS {
+    for p in 0..producer_count() {
         let mut producer = (target.producer)(p);
         let rec = rec.clone();
         let stream = stream.to_string();
@@ -421,7 +426,10 @@ async fn main() -> anyhow::Result<()> {
             .cloned()
             .unwrap_or_else(|| "kinesalite".into()),
     );
-    eprintln!("==> {PRODUCERS} producers, {RECORD}-byte records, {secs} s per run");
+    if let Some(n) = args.iter().skip_while(|a| *a != "--producers").nth(1).and_then(|s| s.parse().ok()) {
+        PRODUCERS.store(n, Ordering::Relaxed);
+    }
+    eprintln!("==> {} producers, {RECORD}-byte records, {secs} s per run", producer_count());
 
     let streams: usize =
         args.iter().skip_while(|a| *a != "--streams").nth(1).and_then(|s| s.parse().ok()).unwrap_or(1000);
@@ -437,19 +445,33 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let mut results = Vec::new();
-    if only.is_none() || only.as_deref() == Some("freshet") {
+    let mut one_shard_single = None;
+    // `--only single` runs just Freshet's single puts (for profiling them alone).
+    if only.is_none() || matches!(only.as_deref(), Some("freshet" | "single")) {
         eprintln!("==> Freshet: 3 nodes, stream of {SHARDS} shards, replication 3, fsync before ack");
         let cluster = Cluster::start(3).await;
-        cluster.create_stream("batch", SHARDS, unlimited()).await;
-        cluster.create_stream("single", SHARDS, unlimited()).await;
-        cluster.wait_leaders("batch").await;
-        cluster.wait_leaders("single").await;
-        results.push(freshet_run(&cluster, Protocol::Grpc, "batch", BATCH, duration).await?);
-        eprintln!("{}", row(results.last().unwrap()));
+        let shards = |flag: &str| {
+            args.iter().skip_while(|a| *a != flag).nth(1).and_then(|s| s.parse().ok()).unwrap_or(SHARDS)
+        };
+        cluster.create_stream("batch", shards("--batch-shards"), unlimited()).await;
+        cluster.create_stream("single", shards("--single-shards"), unlimited()).await;
+        // One shard is one Raft group and one total order, as one NATS stream is.
+        cluster.create_stream("single1", 1, unlimited()).await;
+        for stream in ["batch", "single", "single1"] {
+            cluster.wait_leaders(stream).await;
+        }
+        if only.as_deref() != Some("single") {
+            results.push(freshet_run(&cluster, Protocol::Grpc, "batch", BATCH, duration).await?);
+            eprintln!("{}", row(results.last().unwrap()));
+        }
         results.push(freshet_run(&cluster, Protocol::Grpc, "single", 1, duration).await?);
         eprintln!("{}", row(results.last().unwrap()));
+        let mut one = freshet_run(&cluster, Protocol::Grpc, "single1", 1, duration).await?;
+        one.name.push_str(", 1 shard");
+        eprintln!("{}", row(&one));
+        one_shard_single = Some(one);
     }
-    if only.as_deref() == Some("freshet") {
+    if matches!(only.as_deref(), Some("freshet" | "single")) {
         return Ok(());
     }
     let (kinesis_rows, kinesis_lines) = if only.as_deref().is_none_or(|o| o == "kinesis") {
@@ -491,7 +513,7 @@ async fn main() -> anyhow::Result<()> {
 
     println!("\n| workload | records/s | MiB/s | put p50 ms | put p99 ms | end-to-end p50 ms | end-to-end p99 ms | server CPU-us/record |");
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
-    for r in results.iter().chain(&kinesis_rows) {
+    for r in results.iter().chain(&one_shard_single).chain(&kinesis_rows) {
         println!("{}", row(r));
     }
     println!();
@@ -507,6 +529,13 @@ async fn main() -> anyhow::Result<()> {
         results[0].put_p99_ms / results[2].put_p99_ms,
         results[1].put_p99_ms / results[3].put_p99_ms
     );
+    if let Some(one) = &one_shard_single {
+        println!(
+            "Freshet 1 shard / NATS one stream (one Raft group each), single puts: throughput {:.2}x, put p99 {:.2}x",
+            ratio(one, &results[3]),
+            one.put_p99_ms / results[3].put_p99_ms
+        );
+    }
     println!(
         "Freshet / NATS with {SHARDS} streams (per-shard order on both sides): throughput batched {:.2}x, single {:.2}x; put p99 batched {:.2}x, single {:.2}x",
         ratio(&results[0], &results[4]),

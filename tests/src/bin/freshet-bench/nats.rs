@@ -133,7 +133,7 @@ pub(super) async fn nats_run(
     let cpu = CpuWindow::start(nats.children.iter().map(|c| c.id()).collect());
     let start = Instant::now();
     let mut producers = Vec::new();
-    for p in 0..PRODUCERS {
+    for p in 0..super::producer_count() {
         let client = nats_connect(&nats.urls[p % 3]).await?;
         let js = async_nats::jetstream::new(client);
         let rec = rec.clone();
