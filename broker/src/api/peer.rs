@@ -7,7 +7,10 @@ use crate::pb;
 use crate::raft::network::{self, serve_frame};
 use crate::raft::{decode, encode};
 use crate::shard::writer::RecordOutcome;
+use futures::stream::{FuturesUnordered, Stream, StreamExt};
+use std::pin::Pin;
 use std::sync::Arc;
+use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
 /// How long one frame of a batch may take here. A batch is answered whole, and a peer
@@ -26,7 +29,24 @@ fn body<T: serde::Serialize>(v: &T) -> Result<Response<pb::PeerWriteReply>, Stat
         .map_err(|e| Status::internal(e.to_string()))
 }
 
+/// Replies to a `RaftStream`, in the order frames were served.
+pub type FrameStream = Pin<Box<dyn Stream<Item = Result<pb::RaftFrames, Status>> + Send>>;
+
+const MAX_REPLIES_PER_MESSAGE: usize = 512;
+
 impl PeerService {
+    /// Serves one frame of a batch within `FRAME_DEADLINE`; a failure is answered in the
+    /// frame's own error encoding, so the sender treats it alike. Echoes the frame's call id.
+    async fn answer(&self, frame: pb::RaftFrame) -> pb::RaftFrame {
+        let (group_id, kind, call) = (frame.group_id, frame.kind, frame.call);
+        let error = match tokio::time::timeout(FRAME_DEADLINE, self.serve(frame)).await {
+            Ok(Ok(reply)) => return pb::RaftFrame { call, ..reply },
+            Ok(Err(status)) => status.message().to_string(),
+            Err(_) => format!("group {group_id} did not answer within {FRAME_DEADLINE:?}"),
+        };
+        pb::RaftFrame { group_id, kind, body: encode(&Err::<(), String>(error)).unwrap_or_default(), call }
+    }
+
     /// Hands one Raft frame to the local replica of its group.
     async fn serve(&self, frame: pb::RaftFrame) -> Result<pb::RaftFrame, Status> {
         let out = if frame.group_id == META_GROUP {
@@ -55,7 +75,7 @@ impl PeerService {
                 _ => serve_frame(&replica.raft, frame.kind, &frame.body).await?,
             }
         };
-        Ok(pb::RaftFrame { group_id: frame.group_id, kind: frame.kind, body: out })
+        Ok(pb::RaftFrame { group_id: frame.group_id, kind: frame.kind, body: out, call: frame.call })
     }
 }
 
@@ -67,18 +87,46 @@ impl pb::peer_server::Peer for PeerService {
 
     async fn raft_batch(&self, req: Request<pb::RaftFrames>) -> Result<Response<pb::RaftFrames>, Status> {
         let frames = req.into_inner().frames;
-        let replies = futures::future::join_all(frames.into_iter().map(|f| async move {
-            let (group_id, kind) = (f.group_id, f.kind);
-            let error = match tokio::time::timeout(FRAME_DEADLINE, self.serve(f)).await {
-                Ok(Ok(reply)) => return reply,
-                Ok(Err(status)) => status.message().to_string(),
-                Err(_) => format!("group {group_id} did not answer within {FRAME_DEADLINE:?}"),
-            };
-            // The same encoding a frame's own error has, so the sender treats it alike.
-            pb::RaftFrame { group_id, kind, body: encode(&Err::<(), String>(error)).unwrap_or_default() }
-        }))
-        .await;
+        let replies = futures::future::join_all(frames.into_iter().map(|f| self.answer(f))).await;
         Ok(Response::new(pb::RaftFrames { frames: replies }))
+    }
+
+    type RaftStreamStream = FrameStream;
+
+    /// Serves each incoming batch's frames together, as `raft_batch` does, but sends each
+    /// reply as soon as it is ready, gathered with whatever other replies are ready then.
+    async fn raft_stream(
+        &self,
+        req: Request<tonic::Streaming<pb::RaftFrames>>,
+    ) -> Result<Response<FrameStream>, Status> {
+        let mut incoming = req.into_inner();
+        let (tx, rx) = mpsc::unbounded_channel::<pb::RaftFrame>();
+        let node = self.node.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(batch)) = incoming.message().await {
+                let (service, tx) = (PeerService { node: node.clone() }, tx.clone());
+                tokio::spawn(async move {
+                    let mut replies: FuturesUnordered<_> =
+                        batch.frames.into_iter().map(|f| service.answer(f)).collect();
+                    while let Some(reply) = replies.next().await {
+                        if tx.send(reply).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let replies = futures::stream::unfold(rx, |mut rx| async move {
+            let mut frames = vec![rx.recv().await?];
+            while frames.len() < MAX_REPLIES_PER_MESSAGE {
+                match rx.try_recv() {
+                    Ok(f) => frames.push(f),
+                    Err(_) => break,
+                }
+            }
+            Some((Ok(pb::RaftFrames { frames }), rx))
+        });
+        Ok(Response::new(Box::pin(replies)))
     }
 
     async fn shard_write(&self, req: Request<pb::PeerWrite>) -> Result<Response<pb::PeerWriteReply>, Status> {

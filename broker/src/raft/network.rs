@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 use tonic::transport::Channel;
 
 pub(crate) const APPEND: u32 = 1;
@@ -53,26 +53,110 @@ struct Outgoing {
 /// How long a heartbeat may wait for company: far below any election timeout.
 const HEARTBEAT_LINGER: Duration = Duration::from_millis(20);
 
-/// Sends Raft frames to one peer: every frame queued while earlier batches are in flight
-/// goes in the next `RaftBatch` call, so a busy node sends one message per peer for many
-/// groups' appends and heartbeats instead of one each.
+/// Sends Raft frames to one peer: every frame queued while earlier batches are unanswered
+/// goes in the next batch, so a busy node sends one message per peer for many groups'
+/// appends and heartbeats instead of one each. Batches travel over one long-lived
+/// `RaftStream` per peer (no call set-up, headers or server task per batch); a peer
+/// without it gets one `RaftBatch` call per batch.
 #[derive(Clone)]
 struct FrameBatcher {
     tx: mpsc::UnboundedSender<Outgoing>,
 }
 
-/// Batches in flight per peer. Few, so that under load the frames of many groups gather
+/// Batches unanswered per peer. Few, so that under load the frames of many groups gather
 /// while a batch is out (most of a batch's time is the follower's fsync) and travel in one
-/// call: with 2 instead of 8, a busy cluster spent 10-35% less CPU per record in paired
+/// message: with 2 instead of 8, a busy cluster spent 10-35% less CPU per record in paired
 /// runs (docs/benchmarks.md); with 1, single puts waited behind full batches.
 const BATCHES_IN_FLIGHT: usize = 2;
 const MAX_FRAMES_PER_BATCH: usize = 512;
+
+/// A share of a batch's in-flight permit: the permit returns when the batch's last frame
+/// is answered (or failed).
+type BatchShare = Arc<OwnedSemaphorePermit>;
+
+/// Frames sent on one stream and not yet answered, by call id. `closed` once the stream
+/// broke: nothing may wait on it after that.
+#[derive(Default)]
+struct Awaiting {
+    closed: bool,
+    calls: HashMap<u64, (FrameReply, BatchShare)>,
+}
+
+/// One open `RaftStream` to a peer.
+struct PeerStream {
+    out: mpsc::UnboundedSender<pb::RaftFrames>,
+    awaiting: Arc<Mutex<Awaiting>>,
+}
+
+impl PeerStream {
+    async fn open(client: &PeerClient<Channel>) -> Result<PeerStream, tonic::Status> {
+        let (out, out_rx) = mpsc::unbounded_channel();
+        let mut client = client.clone();
+        let call = client.raft_stream(tokio_stream::wrappers::UnboundedReceiverStream::new(out_rx));
+        let mut replies = match tokio::time::timeout(Duration::from_secs(2), call).await {
+            Ok(r) => r?.into_inner(),
+            Err(_) => return Err(tonic::Status::unavailable("peer did not open a Raft stream within 2 s")),
+        };
+        let awaiting = Arc::new(Mutex::new(Awaiting::default()));
+        let reader = awaiting.clone();
+        tokio::spawn(async move {
+            let error = loop {
+                match replies.message().await {
+                    Ok(Some(batch)) => {
+                        let mut awaiting = reader.lock().expect("awaiting lock");
+                        for frame in batch.frames {
+                            if let Some((reply, _share)) = awaiting.calls.remove(&frame.call) {
+                                let _ = reply.send(Ok(frame));
+                            }
+                        }
+                    }
+                    Ok(None) => break tonic::Status::unavailable("peer closed the Raft stream"),
+                    Err(status) => break status,
+                }
+            };
+            let calls = {
+                let mut awaiting = reader.lock().expect("awaiting lock");
+                awaiting.closed = true;
+                std::mem::take(&mut awaiting.calls)
+            };
+            for (_, (reply, _share)) in calls {
+                let _ = reply.send(Err(error.clone()));
+            }
+        });
+        Ok(PeerStream { out, awaiting })
+    }
+
+    /// Sends a batch; gives it back if the stream has broken.
+    fn send(
+        &self,
+        batch: Vec<Outgoing>,
+        share: BatchShare,
+        next_call: &mut u64,
+    ) -> Result<(), Vec<Outgoing>> {
+        let mut awaiting = self.awaiting.lock().expect("awaiting lock");
+        if awaiting.closed || self.out.is_closed() {
+            return Err(batch);
+        }
+        let mut frames = Vec::with_capacity(batch.len());
+        for o in batch {
+            *next_call += 1;
+            frames.push(pb::RaftFrame { call: *next_call, ..o.frame });
+            awaiting.calls.insert(*next_call, (o.reply, share.clone()));
+        }
+        // Under the lock: the reader fails whatever is awaiting once the stream breaks.
+        let _ = self.out.send(pb::RaftFrames { frames });
+        Ok(())
+    }
+}
 
 impl FrameBatcher {
     fn start(client: PeerClient<Channel>) -> FrameBatcher {
         let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
         tokio::spawn(async move {
             let permits = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
+            let mut stream: Option<PeerStream> = None;
+            let mut streams_unsupported = false;
+            let mut next_call = 0u64;
             while let Some(first) = rx.recv().await {
                 let mut urgent = !first.lazy;
                 let mut batch = vec![first];
@@ -98,27 +182,34 @@ impl FrameBatcher {
                         Err(_) => break,
                     }
                 }
-                let mut client = client.clone();
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    let (frames, replies): (Vec<_>, Vec<_>) =
-                        batch.into_iter().map(|o| (o.frame, o.reply)).unzip();
-                    match client.raft_batch(pb::RaftFrames { frames }).await {
-                        Ok(resp) => {
-                            let mut frames = resp.into_inner().frames.into_iter();
-                            for reply in replies {
-                                let r =
-                                    frames.next().ok_or_else(|| tonic::Status::internal("short batch reply"));
-                                let _ = reply.send(r);
-                            }
+                if streams_unsupported {
+                    tokio::spawn(send_unary(client.clone(), batch, permit));
+                    continue;
+                }
+                let share = Arc::new(permit);
+                // A broken stream is reopened once per batch; the batch fails if that fails.
+                let batch = match &stream {
+                    Some(s) => match s.send(batch, share.clone(), &mut next_call) {
+                        Ok(()) => continue,
+                        Err(batch) => batch,
+                    },
+                    None => batch,
+                };
+                match PeerStream::open(&client).await {
+                    Ok(s) => {
+                        if let Err(batch) = s.send(batch, share, &mut next_call) {
+                            fail(batch, &tonic::Status::unavailable("Raft stream broke at once"));
                         }
-                        Err(status) => {
-                            for reply in replies {
-                                let _ = reply.send(Err(status.clone()));
-                            }
-                        }
+                        stream = Some(s);
                     }
-                });
+                    Err(status) if status.code() == tonic::Code::Unimplemented => {
+                        streams_unsupported = true;
+                        drop(share);
+                        let permit = permits.clone().acquire_owned().await.expect("never closed");
+                        tokio::spawn(send_unary(client.clone(), batch, permit));
+                    }
+                    Err(status) => fail(batch, &status),
+                }
             }
         });
         FrameBatcher { tx }
@@ -129,6 +220,31 @@ impl FrameBatcher {
         let out = Outgoing { frame, lazy, reply: tx };
         self.tx.send(out).map_err(|_| tonic::Status::unavailable("peer sender stopped"))?;
         rx.await.map_err(|_| tonic::Status::unavailable("peer sender dropped the frame"))?
+    }
+}
+
+fn fail(batch: Vec<Outgoing>, status: &tonic::Status) {
+    for o in batch {
+        let _ = o.reply.send(Err(status.clone()));
+    }
+}
+
+/// One `RaftBatch` call for a peer that has no `RaftStream` (an older node).
+async fn send_unary(mut client: PeerClient<Channel>, batch: Vec<Outgoing>, _permit: OwnedSemaphorePermit) {
+    let (frames, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|o| (o.frame, o.reply)).unzip();
+    match client.raft_batch(pb::RaftFrames { frames }).await {
+        Ok(resp) => {
+            let mut frames = resp.into_inner().frames.into_iter();
+            for reply in replies {
+                let r = frames.next().ok_or_else(|| tonic::Status::internal("short batch reply"));
+                let _ = reply.send(r);
+            }
+        }
+        Err(status) => {
+            for reply in replies {
+                let _ = reply.send(Err(status.clone()));
+            }
+        }
     }
 }
 
@@ -152,7 +268,7 @@ impl PeerPool {
         (leader, term, last_index): (NodeId, u64, u64),
     ) -> bool {
         let Ok(body) = encode(&(leader, term, last_index)) else { return false };
-        let frame = pb::RaftFrame { group_id: group, kind: HIBERNATE, body };
+        let frame = pb::RaftFrame { group_id: group, kind: HIBERNATE, body, call: 0 };
         let batcher = self.batcher(addr);
         let call = batcher.call(frame, true);
         match tokio::time::timeout(Duration::from_secs(2), call).await {
@@ -163,7 +279,7 @@ impl PeerPool {
 
     /// Wakes the replica of `group` on `addr`, if it sleeps (best effort).
     pub async fn ask_to_wake(&self, addr: &str, group: GroupId) {
-        let frame = pb::RaftFrame { group_id: group, kind: WAKE, body: Vec::new() };
+        let frame = pb::RaftFrame { group_id: group, kind: WAKE, body: Vec::new(), call: 0 };
         let batcher = self.batcher(addr);
         let _ = tokio::time::timeout(Duration::from_secs(2), batcher.call(frame, false)).await;
     }
@@ -244,7 +360,7 @@ impl GroupNetwork {
         ttl: Duration,
     ) -> Result<Resp, RPCError<TypeConfig>> {
         let body = encode(req).map_err(|e| NetworkError::new(&e))?;
-        let frame = pb::RaftFrame { group_id: self.group, kind, body };
+        let frame = pb::RaftFrame { group_id: self.group, kind, body, call: 0 };
         // Snapshots travel alone; everything else shares the peer's batches.
         let call = async {
             if kind == SNAPSHOT {
