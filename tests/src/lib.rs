@@ -150,8 +150,15 @@ impl Cluster {
     }
 
     pub fn start_node(&mut self, id: u64) {
+        self.start_node_with(id, &[]);
+    }
+
+    /// Starts node `id` with `extra` environment on top of the cluster's: a node configured
+    /// differently, or standing in for an older version.
+    pub fn start_node_with(&mut self, id: u64, extra: &[(&str, &str)]) {
         let peers = self.peers.clone();
-        let env = self.env.clone();
+        let mut env = self.env.clone();
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let log_path = self.dir.path().join(format!("node{id}.log"));
         let b = self.broker(id);
         assert!(b.child.is_none(), "node {id} already running");

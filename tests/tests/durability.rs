@@ -199,3 +199,32 @@ async fn draining_a_node_moves_its_replicas_under_load_and_loses_nothing() {
     let err = api.drain_node(pb::DrainNodeRequest { node_id: 3 }).await.unwrap_err();
     assert!(err.message().contains("Add a node first"), "{}", err.message());
 }
+
+/// During a rolling upgrade, nodes with Raft streams run beside nodes without them (older
+/// versions; `--peer-streams=false` stands in for one): they must keep replicating, both
+/// ways, with nothing acknowledged lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_raft_streams_replicates_with_nodes_that_have_them() {
+    let mut cluster = Cluster::start(3).await;
+    cluster.create_stream("orders", 4, unlimited()).await;
+    cluster.stop(3);
+    cluster.start_node_with(3, &[("FRESHET_PEER_STREAMS", "false")]);
+    cluster.wait_ready().await;
+    let ledger = Arc::new(Ledger::default());
+    let producers = spawn_producers(&cluster, usize::MAX, &ledger);
+    while ledger.acked.load(Ordering::Relaxed) < 500 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Without node 1, every shard's majority needs node 3 and node 2 to replicate to each
+    // other: one offers streams, the other only calls.
+    cluster.kill(1);
+    let at_kill = ledger.acked.load(Ordering::Relaxed);
+    let reader = cluster.client(3);
+    let verified = stop_and_verify(&cluster, &reader, "orders", &ledger, producers, at_kill + 1_000);
+    if tokio::time::timeout(Duration::from_secs(120), verified).await.is_err() {
+        panic!(
+            "nodes 2 and 3 acknowledged fewer than 1,000 records in 2 minutes after node 1 went; logs:\n{}",
+            cluster.log_tails()
+        );
+    }
+}

@@ -99,6 +99,9 @@ impl pb::peer_server::Peer for PeerService {
         &self,
         req: Request<tonic::Streaming<pb::RaftFrames>>,
     ) -> Result<Response<FrameStream>, Status> {
+        if !self.node.config.peer_streams {
+            return Err(Status::unimplemented("Raft streams are off on this node (--peer-streams=false)"));
+        }
         let mut incoming = req.into_inner();
         let (tx, rx) = mpsc::unbounded_channel::<pb::RaftFrame>();
         let node = self.node.clone();

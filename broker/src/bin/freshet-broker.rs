@@ -67,6 +67,11 @@ struct Args {
     /// requests (0: propose at once). Single-shard requests never wait.
     #[arg(long, env = "FRESHET_WRITE_LINGER_US", default_value_t = freshet_broker::shard::writer::DEFAULT_LINGER.as_micros() as u64)]
     write_linger_us: u64,
+    /// Raft frames to and from other nodes over one long-lived stream per peer (true), or
+    /// a call per batch as before 2026-12 (false; a node with streams falls back to calls
+    /// with a peer that has none, so mixed versions keep replicating during an upgrade).
+    #[arg(long, env = "FRESHET_PEER_STREAMS", default_value_t = true, action = clap::ArgAction::Set)]
+    peer_streams: bool,
     /// How often shard leaders enforce retention, in seconds.
     #[arg(long, env = "FRESHET_RETENTION_CHECK_SECS", default_value_t = 60)]
     retention_check_secs: u64,
@@ -154,6 +159,7 @@ async fn main() -> anyhow::Result<()> {
         retention_hour_ms: args.retention_hour_ms.max(1),
         sync_linger: Duration::from_micros(args.sync_linger_us),
         write_linger: Duration::from_micros(args.write_linger_us),
+        peer_streams: args.peer_streams,
         on_demand_split_after: Duration::from_secs(args.on_demand_split_after_secs),
     };
     let node = Node::start(config)

@@ -48,6 +48,9 @@ pub struct NodeConfig {
     pub write_linger: Duration,
     /// How long a shard of an ON_DEMAND stream stays hot before it is split.
     pub on_demand_split_after: Duration,
+    /// Whether Raft frames travel over one `RaftStream` per peer (offered and used). Off,
+    /// the node behaves as nodes did before it: a `RaftBatch` call per batch.
+    pub peer_streams: bool,
 }
 
 /// One shard's share of a write, as it travels between nodes.
@@ -88,7 +91,7 @@ impl Node {
     pub async fn start(config: NodeConfig) -> anyhow::Result<Arc<Node>> {
         std::fs::create_dir_all(&config.data_dir)?;
         let store = Store::open_with(&config.data_dir.join("rocksdb"), config.sync_linger)?;
-        let pool = PeerPool::default();
+        let pool = PeerPool::new(config.peer_streams);
         let (sm, meta_view) = MetaStateMachine::open(store.clone())?;
         let meta = MetaRaft::new(
             config.id,

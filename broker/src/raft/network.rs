@@ -34,10 +34,12 @@ pub(crate) const WAKE: u32 = 7;
 
 /// Lazily dialled channels to the other nodes, shared by every group and the forwarding
 /// paths. tonic multiplexes all calls to one node over one connection.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct PeerPool {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     batchers: Arc<Mutex<HashMap<String, FrameBatcher>>>,
+    /// Whether Raft frames go over a `RaftStream` per peer (else a `RaftBatch` call each).
+    streams: bool,
 }
 
 type FrameReply = oneshot::Sender<Result<pb::RaftFrame, tonic::Status>>;
@@ -150,12 +152,12 @@ impl PeerStream {
 }
 
 impl FrameBatcher {
-    fn start(client: PeerClient<Channel>) -> FrameBatcher {
+    fn start(client: PeerClient<Channel>, streams: bool) -> FrameBatcher {
         let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
         tokio::spawn(async move {
             let permits = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
             let mut stream: Option<PeerStream> = None;
-            let mut streams_unsupported = false;
+            let mut streams_unsupported = !streams;
             let mut next_call = 0u64;
             while let Some(first) = rx.recv().await {
                 let mut urgent = !first.lazy;
@@ -249,12 +251,16 @@ async fn send_unary(mut client: PeerClient<Channel>, batch: Vec<Outgoing>, _perm
 }
 
 impl PeerPool {
+    pub fn new(streams: bool) -> PeerPool {
+        PeerPool { channels: Default::default(), batchers: Default::default(), streams }
+    }
+
     fn batcher(&self, addr: &str) -> FrameBatcher {
         let mut map = self.batchers.lock().expect("peer pool lock");
         if let Some(b) = map.get(addr) {
             return b.clone();
         }
-        let b = FrameBatcher::start(self.peer(addr));
+        let b = FrameBatcher::start(self.peer(addr), self.streams);
         map.insert(addr.to_string(), b.clone());
         b
     }

@@ -24,11 +24,12 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 /// Entries are capped near 1 MiB of payload so one entry never stalls replication.
 const MAX_ENTRY_BYTES: usize = 1 << 20;
-/// Entries in flight per shard. Proposed in order by the writer task, so the log keeps
-/// the order requests arrived in; several at once so that producers concentrated on a
-/// shard are not served one fsync and round trip at a time (1 shard, 8 single-record
-/// producers: 1,925 against 1,622 records/s with 1; docs/benchmarks.md).
-const IN_FLIGHT: usize = 4;
+/// Entries in flight per shard. One: requests that arrive meanwhile share the next entry,
+/// and every entry costs the same CPU on three replicas whatever it holds. Paired runs of
+/// 2026-12-02 with 4: 15% fewer records/s batched and no gain for single puts, even on a
+/// 1-shard stream (docs/benchmarks.md). Entries are proposed in order by the writer task
+/// either way, so the log keeps the order requests arrived in.
+const IN_FLIGHT: usize = 1;
 
 /// The outcome for one record of a write request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
