@@ -23,7 +23,7 @@ fn manifests(dir: &str) -> Vec<Manifest> {
     // Relative to the package, where cargo runs tests (not a compile-time path, which a
     // shared target dir could carry over from another checkout).
     let dir = Path::new(dir);
-    let mut out: Vec<Manifest> = std::fs::read_dir(&dir)
+    let mut out: Vec<Manifest> = std::fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
