@@ -32,8 +32,6 @@ fn body<T: serde::Serialize>(v: &T) -> Result<Response<pb::PeerWriteReply>, Stat
 /// Replies to a `RaftStream`, in the order frames were served.
 pub type FrameStream = Pin<Box<dyn Stream<Item = Result<pb::RaftFrames, Status>> + Send>>;
 
-const MAX_REPLIES_PER_MESSAGE: usize = 512;
-
 impl PeerService {
     /// Serves one frame of a batch within `FRAME_DEADLINE`; a failure is answered in the
     /// frame's own error encoding, so the sender treats it alike. Echoes the frame's call id.
@@ -121,7 +119,7 @@ impl pb::peer_server::Peer for PeerService {
         });
         let replies = futures::stream::unfold(rx, |mut rx| async move {
             let mut frames = vec![rx.recv().await?];
-            while frames.len() < MAX_REPLIES_PER_MESSAGE {
+            while frames.len() < network::MAX_FRAMES_PER_BATCH {
                 match rx.try_recv() {
                     Ok(f) => frames.push(f),
                     Err(_) => break,
