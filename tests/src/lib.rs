@@ -88,6 +88,13 @@ impl Broker {
     }
 }
 
+/// Worker threads for each of `nodes` nodes sharing this machine: its cores split between
+/// them, at least one each (as `make run` does).
+pub fn worker_threads(nodes: u64) -> usize {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    (cores / nodes.max(1) as usize).max(1)
+}
+
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub brokers: Vec<Broker>,
@@ -115,12 +122,14 @@ impl Cluster {
                 child: None,
             })
             .collect();
-        let mut c = Cluster {
-            dir,
-            brokers,
-            peers,
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-        };
+        let mut env: Vec<(String, String)> =
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        if std::env::var_os("FRESHET_WORKER_THREADS").is_none()
+            && !env.iter().any(|(k, _)| k == "FRESHET_WORKER_THREADS")
+        {
+            env.push(("FRESHET_WORKER_THREADS".into(), worker_threads(n).to_string()));
+        }
+        let mut c = Cluster { dir, brokers, peers, env };
         for id in 1..=n {
             c.start_node(id);
         }

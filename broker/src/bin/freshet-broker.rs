@@ -72,6 +72,14 @@ struct Args {
     /// with a peer that has none, so mixed versions keep replicating during an upgrade).
     #[arg(long, env = "FRESHET_PEER_STREAMS", default_value_t = true, action = clap::ArgAction::Set)]
     peer_streams: bool,
+    /// Threads running the node's tasks (0, the default: one per CPU this process may use,
+    /// cgroup quotas included, as in a pod). Nodes sharing a machine should split its cores:
+    /// `make run` and the test clusters give each of their nodes cores / nodes, at least 1.
+    /// Three nodes of two worker threads each on 2 cores cost single puts 15-20% of their
+    /// throughput in paired runs (docs/benchmarks.md): every wake-up of a task on the other
+    /// thread is a futex call and, in a VM, an interrupt between virtual CPUs.
+    #[arg(long, env = "FRESHET_WORKER_THREADS", default_value_t = 0)]
+    worker_threads: usize,
     /// How often shard leaders enforce retention, in seconds.
     #[arg(long, env = "FRESHET_RETENTION_CHECK_SECS", default_value_t = 60)]
     retention_check_secs: u64,
@@ -122,8 +130,16 @@ fn parse_peers(spec: &str) -> anyhow::Result<BTreeMap<u64, String>> {
         .collect()
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if args.worker_threads > 0 {
+        runtime.worker_threads(args.worker_threads);
+    }
+    runtime.enable_all().build().context("starting the async runtime")?.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -131,7 +147,6 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_target(false)
         .init();
-    let args = Args::parse();
     let id = match args.id {
         Some(id) => id,
         None => id_from_hostname(&hostname())?,
