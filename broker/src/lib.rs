@@ -15,6 +15,7 @@ pub mod kpl;
 pub mod limits;
 pub mod meta;
 pub mod node;
+pub mod producer;
 pub mod raft;
 pub mod router;
 pub mod sequence;

@@ -4,6 +4,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use freshet_broker::client::Client;
 use freshet_broker::pb;
+use freshet_broker::producer::Producer;
 use std::io::{BufRead, Write};
 use std::time::{Duration, Instant};
 
@@ -161,10 +162,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let client = Client::new(&cli.endpoint)?;
     match cli.command {
         Command::Stream(cmd) => stream(&client, cmd).await,
-        Command::Put { stream, data, partition_key, batch } => match data {
-            Some(data) => put_one(&client, &stream, data, partition_key).await,
-            None => put_lines(&client, &stream, partition_key, batch.clamp(1, 500)).await,
-        },
+        Command::Put { stream, data, partition_key, batch } => {
+            // Straight to each shard's leader; any node would forward, at a cost.
+            let producer = Producer::new(&cli.endpoint)?;
+            match data {
+                Some(data) => put_one(&producer, &stream, data, partition_key).await,
+                None => put_lines(&producer, &stream, partition_key, batch.clamp(1, 500)).await,
+            }
+        }
         Command::Read { stream, from, shard, follow, verbose } => {
             read(&client, &stream, &from, shard, follow, verbose).await
         }
@@ -374,18 +379,15 @@ fn random_key() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
-async fn put_one(client: &Client, stream: &str, data: String, key: Option<String>) -> anyhow::Result<()> {
-    let r = client
-        .api
-        .clone()
+async fn put_one(producer: &Producer, stream: &str, data: String, key: Option<String>) -> anyhow::Result<()> {
+    let r = producer
         .put_record(pb::PutRecordRequest {
             stream_name: stream.to_string(),
             partition_key: key.unwrap_or_else(random_key),
             data: data.into_bytes(),
             explicit_hash_key: None,
         })
-        .await?
-        .into_inner();
+        .await?;
     println!("{} {}", r.shard_id, r.sequence_number);
     Ok(())
 }
@@ -400,7 +402,12 @@ fn retryable(s: &tonic::Status) -> bool {
     matches!(s.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown)
 }
 
-async fn put_lines(client: &Client, stream: &str, key: Option<String>, batch: usize) -> anyhow::Result<()> {
+async fn put_lines(
+    producer: &Producer,
+    stream: &str,
+    key: Option<String>,
+    batch: usize,
+) -> anyhow::Result<()> {
     let bar = indicatif::ProgressBar::new_spinner();
     bar.set_style(
         indicatif::ProgressStyle::with_template("{spinner} {pos} records written ({per_sec}) {msg}")
@@ -433,11 +440,11 @@ async fn put_lines(client: &Client, stream: &str, key: Option<String>, batch: us
         // A node that never answered is most likely the wrong address: fail at once then.
         while !pending.is_empty() {
             let req = pb::PutRecordsRequest { stream_name: stream.to_string(), records: pending.clone() };
-            let resp = match client.api.clone().put_records(req).await {
+            let resp = match producer.put_records(req).await {
                 Ok(resp) => {
                     unreachable_since = None;
                     answered = true;
-                    resp.into_inner()
+                    resp
                 }
                 // The node restarting, or a leader change under way: the whole batch again.
                 // Its outcome is unknown, so some of it may be written twice, as with Kinesis.

@@ -19,6 +19,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// Concurrent producers per run; `--producers N` changes it (for latency studies).
 static PRODUCERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(8);
 
+/// `--via-any-node`: gRPC producers send to their one node, which forwards to the shard
+/// leaders, instead of straight to the leaders (to measure what routing saves).
+static VIA_ANY_NODE: AtomicBool = AtomicBool::new(false);
+
+fn via_any_node() -> bool {
+    VIA_ANY_NODE.load(Ordering::Relaxed)
+}
+
 fn producer_count() -> usize {
     PRODUCERS.load(Ordering::Relaxed)
 }
@@ -124,7 +132,8 @@ enum Protocol {
 
 /// One producer's connection.
 enum Producer {
-    Grpc(pb::freshet_client::FreshetClient<tonic::transport::Channel>),
+    /// The leader-aware producer of the native client library, as the `freshet` CLI uses.
+    Grpc(freshet_tests::freshet_broker::producer::Producer),
     Kinesis(aws_sdk_kinesis::Client),
 }
 
@@ -156,7 +165,7 @@ impl Producer {
                     .collect();
                 let r =
                     api.put_records(pb::PutRecordsRequest { stream_name: stream.into(), records }).await?;
-                Ok(r.get_ref().records.len() as u64 - u64::from(r.get_ref().failed_record_count))
+                Ok(r.records.len() as u64 - u64::from(r.failed_record_count))
             }
             Producer::Kinesis(k) if batch == 1 => {
                 k.put_record()
@@ -264,7 +273,15 @@ async fn freshet_run(
     let producer = |p: usize| {
         let node = &cluster.brokers[p % cluster.brokers.len()];
         match protocol {
-            Protocol::Grpc => Producer::Grpc(cluster.client(1 + (p as u64 % 3)).api.clone()),
+            Protocol::Grpc => {
+                let endpoint = format!("http://{}", node.addr);
+                let producer = if via_any_node() {
+                    freshet_tests::freshet_broker::producer::Producer::through(&endpoint)
+                } else {
+                    freshet_tests::freshet_broker::producer::Producer::new(&endpoint)
+                };
+                Producer::Grpc(producer.expect("endpoint"))
+            }
             Protocol::Kinesis => Producer::Kinesis(freshet_tests::kinesis_client(node.kinesis_endpoint())),
         }
     };
@@ -429,6 +446,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(n) = args.iter().skip_while(|a| *a != "--producers").nth(1).and_then(|s| s.parse().ok()) {
         PRODUCERS.store(n, Ordering::Relaxed);
     }
+    VIA_ANY_NODE.store(args.iter().any(|a| a == "--via-any-node"), Ordering::Relaxed);
     eprintln!("==> {} producers, {RECORD}-byte records, {secs} s per run", producer_count());
 
     let streams: usize =
