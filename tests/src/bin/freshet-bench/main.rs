@@ -123,8 +123,11 @@ impl Result {
 /// How producers reach a Kinesis-like service.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Protocol {
-    /// Freshet's native gRPC API.
+    /// Freshet's native gRPC API, each record straight to its shard's leader.
     Grpc,
+    /// The native gRPC API through the producer's one node, which forwards to the shard
+    /// leaders as it does for an AWS SDK: the baseline the Kinesis API is compared with.
+    GrpcAnyNode,
     /// The Kinesis HTTP API through the AWS SDK for Rust (JSON, HTTP/1.1, as the SDK
     /// sends by default).
     Kinesis,
@@ -273,9 +276,9 @@ async fn freshet_run(
     let producer = |p: usize| {
         let node = &cluster.brokers[p % cluster.brokers.len()];
         match protocol {
-            Protocol::Grpc => {
+            Protocol::Grpc | Protocol::GrpcAnyNode => {
                 let endpoint = format!("http://{}", node.addr);
-                let producer = if via_any_node() {
+                let producer = if via_any_node() || protocol == Protocol::GrpcAnyNode {
                     freshet_tests::freshet_broker::producer::Producer::through(&endpoint)
                 } else {
                     freshet_tests::freshet_broker::producer::Producer::new(&endpoint)
@@ -287,6 +290,7 @@ async fn freshet_run(
     };
     let name = match protocol {
         Protocol::Grpc => "Freshet gRPC",
+        Protocol::GrpcAnyNode => "Freshet gRPC through any node",
         Protocol::Kinesis => "Freshet Kinesis API (aws-sdk-kinesis)",
     };
     let pids = cluster.brokers.iter().filter_map(|b| b.pid()).collect();
