@@ -4,6 +4,20 @@ pub use crate::pb;
 use crate::pb::freshet_client::FreshetClient;
 use tonic::transport::Channel;
 
+/// True for a call that provably never reached its server (it could not connect, DNS
+/// included), so sending it elsewhere cannot write it twice. Only the client side's own
+/// connect failure counts: a server's answer never carries one, whatever its text says.
+pub fn never_sent(status: &tonic::Status) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(err) = source {
+        if err.downcast_ref::<tonic::ConnectError>().is_some() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
 #[derive(Clone)]
 pub struct Client {
     pub api: FreshetClient<Channel>,
@@ -99,4 +113,24 @@ pub fn user_records(records: &[pb::Record]) -> Vec<UserRecord> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A refused connection and an unknown host are "never sent"; a server's own answer is
+    /// not, even when its text speaks of connections.
+    #[tokio::test]
+    async fn only_a_failed_connect_counts_as_never_sent() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        for endpoint in [format!("http://127.0.0.1:{port}"), "http://no-such-host.invalid:50051".to_string()]
+        {
+            let client = Client::new(&endpoint).unwrap();
+            let status = client.describe("s").await.unwrap_err();
+            assert!(never_sent(&status), "{endpoint}: {status:?}");
+        }
+        let answered = tonic::Status::unavailable("lost contact with the shard leader: tcp connect error");
+        assert!(!never_sent(&answered));
+    }
 }

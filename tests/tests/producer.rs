@@ -32,9 +32,14 @@ async fn writes_go_to_shard_leaders_not_through_the_given_node() {
         .unwrap();
     assert_eq!(r.failed_record_count, 0);
     assert_eq!(r.records.len(), 300);
+    let mut last_seq: std::collections::BTreeMap<String, String> = Default::default();
     for (e, result) in batch.iter().zip(&r.records) {
         let shard = shard_of(&e.partition_key);
         assert_eq!(result.shard_id, format!("shardId-{shard:012}"), "results in request order");
+        // Within a shard, records are written in request order: sequence numbers rise.
+        if let Some(prev) = last_seq.insert(result.shard_id.clone(), result.sequence_number.clone()) {
+            assert!(prev < result.sequence_number, "{prev} then {}", result.sequence_number);
+        }
         acked.insert(e.partition_key.clone());
     }
 
@@ -74,13 +79,13 @@ async fn writes_go_to_shard_leaders_not_through_the_given_node() {
     assert_eq!(single.shard_id, format!("shardId-{:012}", shard_of(&elsewhere[0])));
 
     cluster.wait_leaders("direct").await;
-    let read: BTreeSet<String> = read_all(&cluster.client(2), "direct")
-        .await
-        .into_values()
-        .flatten()
-        .map(|r| r.partition_key)
-        .filter(|k| !k.starts_with("bad"))
-        .collect();
+    let records: Vec<pb::Record> =
+        read_all(&cluster.client(2), "direct").await.into_values().flatten().collect();
+    for r in &records {
+        let same = &r.data[..] == r.partition_key.as_bytes() || &r.data[..] == b"one more";
+        assert!(same, "{} holds {:?}", r.partition_key, r.data);
+    }
+    let read: BTreeSet<String> = records.into_iter().map(|r| r.partition_key).collect();
     assert_eq!(read, acked, "every acknowledged record, and nothing of the rejected batch");
 }
 

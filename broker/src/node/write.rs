@@ -53,7 +53,7 @@ impl Node {
                     Ok(_) => return Err(Error::internal("forwarded write answered for the wrong shards")),
                     // Retried only when the request provably never left: a connection that
                     // broke mid-call may have written, and only the producer may retry that.
-                    Err(s) if s.code() == tonic::Code::Unavailable && s.message().contains("connect") => {
+                    Err(s) if crate::client::never_sent(&s) => {
                         tracing::debug!(group, "leader {addr} unreachable: {}", s.message())
                     }
                     Err(s) => {
@@ -126,7 +126,7 @@ impl Node {
             match self.forward_pieces(&addr, pieces.clone(), hops + 1, spread).await {
                 Ok(outcomes) if outcomes.len() == idx.len() => idx.into_iter().zip(outcomes).collect(),
                 // Never reached the peer: the per-shard path finds the current leaders.
-                Err(s) if s.code() == tonic::Code::Unavailable && s.message().contains("connect") => {
+                Err(s) if crate::client::never_sent(&s) => {
                     let mut out = Vec::new();
                     for (i, p) in idx.into_iter().zip(pieces) {
                         out.push((i, self.shard_write(p.group, &p.replicas, p.records, hops, spread).await));
