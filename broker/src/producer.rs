@@ -196,14 +196,7 @@ impl Producer {
         let node = route_key(&req.partition_key, req.explicit_hash_key.as_deref())
             .ok()
             .and_then(|key| map.leader_of(key));
-        let (mut client, dialled) = self.client(node);
-        match client.api.put_record(req.clone()).await {
-            Err(s) if never_sent(&s) && dialled.is_some() => {
-                self.unreachable(dialled.expect("checked"));
-                Ok(self.bootstrap.api.clone().put_record(req).await?.into_inner())
-            }
-            r => Ok(r?.into_inner()),
-        }
+        self.send(node, req, |mut c, r| async move { c.api.put_record(r).await }).await
     }
 
     /// PutRecords, split by shard leader and sent to each in parallel; results come back
@@ -263,13 +256,30 @@ impl Producer {
         node: Option<NodeId>,
         part: pb::PutRecordsRequest,
     ) -> Result<pb::PutRecordsResponse, Status> {
-        let (mut client, dialled) = self.client(node);
-        match client.api.put_records(part.clone()).await {
-            Err(s) if never_sent(&s) && dialled.is_some() => {
-                self.unreachable(dialled.expect("checked"));
-                Ok(self.bootstrap.api.clone().put_records(part).await?.into_inner())
+        self.send(node, part, |mut c, r| async move { c.api.put_records(r).await }).await
+    }
+
+    /// Makes `call` with `req` on `node`'s connection. A call that provably never left
+    /// (connect error) is made again through the bootstrap node, and the node is left out
+    /// for `SHUN_FOR`; any other failure may have written, so it is returned as it is.
+    /// The request is kept for that resend: a clone shares the record payloads (`Bytes`).
+    async fn send<Req, Resp, Fut>(
+        &self,
+        node: Option<NodeId>,
+        req: Req,
+        call: impl Fn(Client, Req) -> Fut,
+    ) -> Result<Resp, Status>
+    where
+        Req: Clone,
+        Fut: std::future::Future<Output = Result<tonic::Response<Resp>, Status>>,
+    {
+        let (client, dialled) = self.client(node);
+        match (call(client, req.clone()).await, dialled) {
+            (Err(s), Some(node)) if never_sent(&s) => {
+                self.unreachable(node);
+                Ok(call(self.bootstrap.clone(), req).await?.into_inner())
             }
-            r => Ok(r?.into_inner()),
+            (r, _) => Ok(r?.into_inner()),
         }
     }
 }
