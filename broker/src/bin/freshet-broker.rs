@@ -9,6 +9,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// mimalloc's thread-local free lists suit the many small, short-lived allocations of
+/// Raft messages and gRPC frames better than glibc malloc (measured: docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(name = "freshet-broker", version, about = "Run one Freshet broker node")]
 struct Args {
