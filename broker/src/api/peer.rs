@@ -110,7 +110,8 @@ impl pb::peer_server::Peer for PeerService {
                     let mut replies: FuturesUnordered<_> =
                         batch.frames.into_iter().map(|f| service.answer(f)).collect();
                     while let Some(reply) = replies.next().await {
-                        if tx.send(reply).is_err() {
+                        // One-way frames (commit news) are served, not answered.
+                        if reply.call != network::ONE_WAY && tx.send(reply).is_err() {
                             return;
                         }
                     }

@@ -415,7 +415,7 @@ impl Node {
                 Some(local) if local.raft.is_leader() => {
                     // A new leader may not have applied its predecessor's last entries yet:
                     // wait until it has (lease read, else read index) so reads see every ack.
-                    let lease = local.raft.ensure_linearizable(openraft::ReadPolicy::LeaseRead).await;
+                    let lease = local.raft.ensure_linearizable(self.config.timing.shard_read_lease()).await;
                     if lease.is_ok()
                         || local.raft.ensure_linearizable(openraft::ReadPolicy::ReadIndex).await.is_ok()
                     {

@@ -14,6 +14,7 @@ use crate::meta::{MetaCommand, MetaReply};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::io::Cursor;
+use std::time::Duration;
 
 pub type NodeId = u64;
 pub type GroupId = u64;
@@ -129,6 +130,15 @@ impl Default for RaftTiming {
 }
 
 impl RaftTiming {
+    /// The lease a shard read relies on: openraft's (`election_max_ms`) less the margin by
+    /// which an answered commit-news append may postdate a follower's real contact
+    /// (`network::commit_news_only`). Fails at once when stale, for the caller to fall back
+    /// to a read index.
+    pub fn shard_read_lease(&self) -> openraft::LinearizerOption {
+        let lease = Duration::from_millis(self.election_max_ms).saturating_sub(network::COMMIT_NEWS_MARGIN);
+        openraft::LinearizerOption::new(Some(lease), false).with_wait_timeout(Duration::ZERO)
+    }
+
     pub fn config(
         &self,
         cluster: &str,

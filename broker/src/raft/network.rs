@@ -1,7 +1,7 @@
 //! Raft traffic between nodes: one HTTP/2 connection per pair of nodes carries the frames
 //! of every group, each tagged with its group id.
 
-use super::{decode, encode, GroupId, NodeId, Snapshot, SnapshotData, TypeConfig, Vote};
+use super::{decode, encode, GroupId, LogId, NodeId, Snapshot, SnapshotData, TypeConfig, Vote};
 use crate::pb;
 use crate::pb::peer_client::PeerClient;
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
@@ -18,7 +18,7 @@ use serde::Serialize;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 use tonic::transport::Channel;
 
@@ -44,12 +44,13 @@ pub struct PeerPool {
 
 type FrameReply = oneshot::Sender<Result<pb::RaftFrame, tonic::Status>>;
 
-/// A frame to send; `lazy` frames (heartbeats, commit-index updates) may wait briefly so
-/// that many groups' heartbeats share one message.
+/// A frame to send; `lazy` frames (heartbeats) may wait briefly so that many groups'
+/// heartbeats share one message. A frame without `reply` is one-way: on a `RaftStream` it
+/// goes with call id 0, which the receiver serves without answering.
 struct Outgoing {
     frame: pb::RaftFrame,
     lazy: bool,
-    reply: FrameReply,
+    reply: Option<FrameReply>,
 }
 
 /// How long a heartbeat may wait for company: far below any election timeout.
@@ -76,6 +77,9 @@ pub(crate) const MAX_FRAMES_PER_BATCH: usize = 512;
 /// A share of a batch's in-flight permit: the permit returns when the batch's last frame
 /// is answered (or failed).
 type BatchShare = Arc<OwnedSemaphorePermit>;
+
+/// The call id of a one-way frame on a `RaftStream`: served, never answered.
+pub(crate) const ONE_WAY: u64 = 0;
 
 /// Frames sent on one stream and not yet answered, by call id. `closed` once the stream
 /// broke: nothing may wait on it after that.
@@ -142,9 +146,13 @@ impl PeerStream {
         }
         let mut frames = Vec::with_capacity(batch.len());
         for o in batch {
+            let Some(reply) = o.reply else {
+                frames.push(pb::RaftFrame { call: ONE_WAY, ..o.frame });
+                continue;
+            };
             *next_call += 1;
             frames.push(pb::RaftFrame { call: *next_call, ..o.frame });
-            awaiting.calls.insert(*next_call, (o.reply, share.clone()));
+            awaiting.calls.insert(*next_call, (reply, share.clone()));
         }
         // Under the lock: the reader fails whatever is awaiting once the stream breaks.
         let _ = self.out.send(pb::RaftFrames { frames });
@@ -220,15 +228,20 @@ impl FrameBatcher {
 
     async fn call(&self, frame: pb::RaftFrame, lazy: bool) -> Result<pb::RaftFrame, tonic::Status> {
         let (tx, rx) = oneshot::channel();
-        let out = Outgoing { frame, lazy, reply: tx };
+        let out = Outgoing { frame, lazy, reply: Some(tx) };
         self.tx.send(out).map_err(|_| tonic::Status::unavailable("peer sender stopped"))?;
         rx.await.map_err(|_| tonic::Status::unavailable("peer sender dropped the frame"))?
+    }
+
+    /// Sends a one-way frame with the next batch; nothing waits for it.
+    fn tell(&self, frame: pb::RaftFrame) {
+        let _ = self.tx.send(Outgoing { frame, lazy: false, reply: None });
     }
 }
 
 fn fail(batch: Vec<Outgoing>, status: &tonic::Status) {
-    for o in batch {
-        let _ = o.reply.send(Err(status.clone()));
+    for reply in batch.into_iter().filter_map(|o| o.reply) {
+        let _ = reply.send(Err(status.clone()));
     }
 }
 
@@ -238,13 +251,16 @@ async fn send_unary(mut client: PeerClient<Channel>, batch: Vec<Outgoing>, _perm
     match client.raft_batch(pb::RaftFrames { frames }).await {
         Ok(resp) => {
             let mut frames = resp.into_inner().frames.into_iter();
+            // A unary batch is answered frame by frame, one-way frames included.
             for reply in replies {
                 let r = frames.next().ok_or_else(|| tonic::Status::internal("short batch reply"));
-                let _ = reply.send(r);
+                if let Some(reply) = reply {
+                    let _ = reply.send(r);
+                }
             }
         }
         Err(status) => {
-            for reply in replies {
+            for reply in replies.into_iter().flatten() {
                 let _ = reply.send(Err(status.clone()));
             }
         }
@@ -343,8 +359,52 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             batcher: self.pool.batcher(&node.addr),
             records: self.records.clone(),
             sent_commit: None,
+            // Shard groups only: the metadata group's reads keep openraft's own bookkeeping.
+            answers_commit_news: self.records.is_some(),
+            acked: None,
         }
     }
+
+    async fn new_heartbeat_client(&mut self, target: NodeId, node: &BasicNode) -> GroupNetwork {
+        GroupNetwork { answers_commit_news: false, ..self.new_client(target, node).await }
+    }
+
+    async fn new_snapshot_client(&mut self, target: NodeId, node: &BasicNode) -> GroupNetwork {
+        GroupNetwork { answers_commit_news: false, ..self.new_client(target, node).await }
+    }
+}
+
+/// How recent the follower's last real acknowledgement must be for a commit-only append to be
+/// answered here (`commit_news_only`). Shard reads take the leader lease shortened by this.
+pub const COMMIT_NEWS_MARGIN: Duration = Duration::from_millis(100);
+
+/// What a follower last really acknowledged on a replication stream.
+#[derive(Debug, Clone)]
+pub struct Acked {
+    pub vote: Vote,
+    pub matching: Option<LogId>,
+    /// When the acknowledged request was sent: the follower received it later.
+    pub sent_at: Instant,
+}
+
+/// Whether `rpc` only tells the follower a new commit index, and may be answered without a
+/// round trip: it carries no entries and asks for exactly the log position the follower
+/// acknowledged, under the same vote, for a request sent less than `COMMIT_NEWS_MARGIN` ago.
+///
+/// After each commit openraft sends every follower such an append and waits for its answer:
+/// a third of a busy shard's Raft messages, and as many wake-ups of its replication tasks.
+/// The follower still gets it, one-way (a follower's subscribers wait for the commit index).
+/// The answer is the one the follower would give: its log holds that position durably, and
+/// within the margin it can have voted for no one else (its leader lease runs from when it
+/// received the acknowledged request). The answer counts toward the leader's lease as if sent
+/// now, at most `COMMIT_NEWS_MARGIN` after the follower's real contact, so shard reads use a
+/// lease shortened by that much (`Node::leader_target`).
+pub fn commit_news_only(acked: Option<&Acked>, rpc: &AppendEntriesRequest<TypeConfig>, now: Instant) -> bool {
+    let Some(acked) = acked else { return false };
+    rpc.entries.is_empty()
+        && acked.vote == rpc.vote
+        && acked.matching == rpc.prev_log_id
+        && now.saturating_duration_since(acked.sent_at) < COMMIT_NEWS_MARGIN
 }
 
 pub struct GroupNetwork {
@@ -356,6 +416,11 @@ pub struct GroupNetwork {
     /// (the follower's readers wait for it) and goes at once; one that does not is a
     /// heartbeat and may wait for company.
     sent_commit: Option<u64>,
+    /// Whether this client may answer appends that only carry commit news
+    /// (`commit_news_only`): a shard group's replication client, not its heartbeats'.
+    answers_commit_news: bool,
+    /// The follower's last real acknowledgement on this client.
+    acked: Option<Acked>,
 }
 
 impl GroupNetwork {
@@ -396,12 +461,27 @@ impl RaftNetworkV2<TypeConfig> for GroupNetwork {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         let commit = rpc.leader_commit.as_ref().map(|c| c.index);
+        if self.answers_commit_news && commit_news_only(self.acked.as_ref(), &rpc, Instant::now()) {
+            let body = encode(&rpc).map_err(|e| NetworkError::new(&e))?;
+            self.batcher.tell(pb::RaftFrame { group_id: self.group, kind: APPEND, body, call: ONE_WAY });
+            self.sent_commit = self.sent_commit.max(commit);
+            return Ok(AppendEntriesResponse::Success);
+        }
         let news = commit > self.sent_commit;
         let lazy = rpc.entries.is_empty() && !news;
+        let sent_at = Instant::now();
         let result = self.call(APPEND, lazy, &rpc, option.soft_ttl()).await;
         if result.is_ok() {
             self.sent_commit = self.sent_commit.max(commit);
         }
+        let last = rpc.entries.last().map(|e| e.log_id).or(rpc.prev_log_id);
+        self.acked = match &result {
+            Ok(AppendEntriesResponse::Success) => Some(Acked { vote: rpc.vote, matching: last, sent_at }),
+            Ok(AppendEntriesResponse::PartialSuccess(m)) => {
+                Some(Acked { vote: rpc.vote, matching: *m, sent_at })
+            }
+            _ => None,
+        };
         result
     }
 
@@ -478,5 +558,61 @@ where
             reply(raft.install_full_snapshot(vote, snapshot).await)
         }
         other => Err(tonic::Status::invalid_argument(format!("unknown raft frame kind {other}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::Entry;
+    use openraft::entry::RaftEntry;
+    use openraft::type_config::alias::LeaderIdOf;
+    use openraft::vote::RaftLeaderIdExt;
+
+    fn log_id(term: u64, index: u64) -> LogId {
+        LogId::new(LeaderIdOf::<TypeConfig>::new_committed(term, 1), index)
+    }
+
+    fn commit_news(vote: Vote, prev: Option<LogId>, commit: u64) -> AppendEntriesRequest<TypeConfig> {
+        AppendEntriesRequest {
+            vote,
+            prev_log_id: prev,
+            entries: vec![],
+            leader_commit: Some(log_id(2, commit)),
+        }
+    }
+
+    #[test]
+    fn commit_news_is_answered_only_for_what_the_follower_just_confirmed() {
+        let vote = Vote::new_committed(2, 1);
+        let now = Instant::now();
+        let acked = Acked { vote, matching: Some(log_id(2, 7)), sent_at: now - Duration::from_millis(3) };
+        assert!(commit_news_only(Some(&acked), &commit_news(vote, Some(log_id(2, 7)), 7), now));
+
+        // Nothing confirmed yet (a new stream, or after an error): sent for real.
+        assert!(!commit_news_only(None, &commit_news(vote, Some(log_id(2, 7)), 7), now));
+        // Another position: a probe for where the logs match, which only the follower knows.
+        assert!(!commit_news_only(Some(&acked), &commit_news(vote, Some(log_id(2, 6)), 7), now));
+        assert!(!commit_news_only(Some(&acked), &commit_news(vote, None, 7), now));
+        // Another vote: the follower's answer may differ (a higher vote ends this leader).
+        let other = Vote::new_committed(3, 1);
+        assert!(!commit_news_only(Some(&acked), &commit_news(other, Some(log_id(2, 7)), 7), now));
+        // Entries always go.
+        let mut with_entries = commit_news(vote, Some(log_id(2, 7)), 7);
+        with_entries.entries.push(Entry::new_blank(log_id(2, 8)));
+        assert!(!commit_news_only(Some(&acked), &with_entries, now));
+        // A confirmation older than the margin no longer vouches for the follower.
+        let stale = Acked { sent_at: now - COMMIT_NEWS_MARGIN, ..acked.clone() };
+        assert!(!commit_news_only(Some(&stale), &commit_news(vote, Some(log_id(2, 7)), 7), now));
+    }
+
+    #[test]
+    fn shard_reads_trust_a_lease_shortened_by_the_margin() {
+        let timing = crate::raft::RaftTiming::default();
+        let option = timing.shard_read_lease();
+        let shown = option.to_string();
+        let expected = Duration::from_millis(timing.election_max_ms) - COMMIT_NEWS_MARGIN;
+        assert!(shown.contains(&format!("max_quorum_ack_age: Some({expected:?})")), "{shown}");
+        assert!(shown.contains("wait_timeout: Some(0ns)"), "{shown}");
     }
 }
