@@ -376,15 +376,15 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 
 /// How recent the follower's last real acknowledgement must be for a commit-only append to be
 /// answered here (`commit_news_only`). Shard reads take the leader lease shortened by this.
-pub const COMMIT_NEWS_MARGIN: Duration = Duration::from_millis(100);
+pub(crate) const COMMIT_NEWS_MARGIN: Duration = Duration::from_millis(100);
 
 /// What a follower last really acknowledged on a replication stream.
 #[derive(Debug, Clone)]
-pub struct Acked {
-    pub vote: Vote,
-    pub matching: Option<LogId>,
+pub(crate) struct Acked {
+    vote: Vote,
+    matching: Option<LogId>,
     /// When the acknowledged request was sent: the follower received it later.
-    pub sent_at: Instant,
+    sent_at: Instant,
 }
 
 /// Whether `rpc` only tells the follower a new commit index, and may be answered without a
@@ -399,7 +399,7 @@ pub struct Acked {
 /// received the acknowledged request). The answer counts toward the leader's lease as if sent
 /// now, at most `COMMIT_NEWS_MARGIN` after the follower's real contact, so shard reads use a
 /// lease shortened by that much (`Node::leader_target`).
-pub fn commit_news_only(acked: Option<&Acked>, rpc: &AppendEntriesRequest<TypeConfig>, now: Instant) -> bool {
+pub(crate) fn commit_news_only(acked: Option<&Acked>, rpc: &AppendEntriesRequest<TypeConfig>, now: Instant) -> bool {
     let Some(acked) = acked else { return false };
     rpc.entries.is_empty()
         && acked.vote == rpc.vote
@@ -474,14 +474,16 @@ impl RaftNetworkV2<TypeConfig> for GroupNetwork {
         if result.is_ok() {
             self.sent_commit = self.sent_commit.max(commit);
         }
-        let last = rpc.entries.last().map(|e| e.log_id).or(rpc.prev_log_id);
-        self.acked = match &result {
-            Ok(AppendEntriesResponse::Success) => Some(Acked { vote: rpc.vote, matching: last, sent_at }),
-            Ok(AppendEntriesResponse::PartialSuccess(m)) => {
-                Some(Acked { vote: rpc.vote, matching: *m, sent_at })
-            }
-            _ => None,
-        };
+        if self.answers_commit_news {
+            let last = rpc.entries.last().map(|e| e.log_id).or(rpc.prev_log_id);
+            self.acked = match &result {
+                Ok(AppendEntriesResponse::Success) => Some(Acked { vote: rpc.vote, matching: last, sent_at }),
+                Ok(AppendEntriesResponse::PartialSuccess(m)) => {
+                    Some(Acked { vote: rpc.vote, matching: *m, sent_at })
+                }
+                _ => None,
+            };
+        }
         result
     }
 
