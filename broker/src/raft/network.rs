@@ -399,7 +399,11 @@ pub(crate) struct Acked {
 /// received the acknowledged request). The answer counts toward the leader's lease as if sent
 /// now, at most `COMMIT_NEWS_MARGIN` after the follower's real contact, so shard reads use a
 /// lease shortened by that much (`Node::leader_target`).
-pub(crate) fn commit_news_only(acked: Option<&Acked>, rpc: &AppendEntriesRequest<TypeConfig>, now: Instant) -> bool {
+pub(crate) fn commit_news_only(
+    acked: Option<&Acked>,
+    rpc: &AppendEntriesRequest<TypeConfig>,
+    now: Instant,
+) -> bool {
     let Some(acked) = acked else { return false };
     rpc.entries.is_empty()
         && acked.vote == rpc.vote
