@@ -465,7 +465,8 @@ impl RaftNetworkV2<TypeConfig> for GroupNetwork {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         let commit = rpc.leader_commit.as_ref().map(|c| c.index);
-        if self.answers_commit_news && commit_news_only(self.acked.as_ref(), &rpc, Instant::now()) {
+        let now = Instant::now();
+        if self.answers_commit_news && commit_news_only(self.acked.as_ref(), &rpc, now) {
             let body = encode(&rpc).map_err(|e| NetworkError::new(&e))?;
             self.batcher.tell(pb::RaftFrame { group_id: self.group, kind: APPEND, body, call: ONE_WAY });
             self.sent_commit = self.sent_commit.max(commit);
@@ -473,20 +474,18 @@ impl RaftNetworkV2<TypeConfig> for GroupNetwork {
         }
         let news = commit > self.sent_commit;
         let lazy = rpc.entries.is_empty() && !news;
-        let sent_at = Instant::now();
         let result = self.call(APPEND, lazy, &rpc, option.soft_ttl()).await;
         if result.is_ok() {
             self.sent_commit = self.sent_commit.max(commit);
         }
         if self.answers_commit_news {
             let last = rpc.entries.last().map(|e| e.log_id).or(rpc.prev_log_id);
-            self.acked = match &result {
-                Ok(AppendEntriesResponse::Success) => Some(Acked { vote: rpc.vote, matching: last, sent_at }),
-                Ok(AppendEntriesResponse::PartialSuccess(m)) => {
-                    Some(Acked { vote: rpc.vote, matching: *m, sent_at })
-                }
+            let matching = match &result {
+                Ok(AppendEntriesResponse::Success) => Some(last),
+                Ok(AppendEntriesResponse::PartialSuccess(m)) => Some(*m),
                 _ => None,
             };
+            self.acked = matching.map(|matching| Acked { vote: rpc.vote, matching, sent_at: now });
         }
         result
     }
