@@ -98,6 +98,10 @@ pub struct Store {
     pub flusher: Flusher,
 }
 
+/// Log entries at least this big live in blob files; smaller ones (membership, trims,
+/// tiny records) stay in the SST files, where a blob reference would cost as much.
+const LOG_BLOB_MIN: u64 = 512;
+
 impl Store {
     pub fn open(dir: &Path) -> StorageResult<Store> {
         Store::open_with(dir, flusher::DEFAULT_LINGER)
@@ -125,6 +129,18 @@ impl Store {
             if *name == CF_LOG {
                 cf.set_compression_type(rocksdb::DBCompressionType::Lz4);
                 cf.set_write_buffer_size(64 << 20);
+                // Entries go to blob files when the memtable is flushed, and compactions
+                // then move only keys and blob references: an entry is written (and LZ4
+                // compressed) once instead of again at every level. A log never updates a
+                // value, and retention drops whole prefixes, so old blob files empty out
+                // in order; blob GC rewrites the live rest of the oldest quarter. Paired
+                // runs (docs/benchmarks.md, 2026-12-04 06:10): batched +15-25% records/s,
+                // 15-24% less server CPU per record. Existing data stays readable either way.
+                cf.set_enable_blob_files(true);
+                cf.set_min_blob_size(LOG_BLOB_MIN);
+                cf.set_blob_file_size(64 << 20);
+                cf.set_blob_compression_type(rocksdb::DBCompressionType::Lz4);
+                cf.set_enable_blob_gc(true);
             } else {
                 cf.set_write_buffer_size(8 << 20);
             }
@@ -305,6 +321,47 @@ mod tests {
         raw[5] ^= 0x01;
         store.db().put_cf(store.cf(CF_LOG), &key, raw).unwrap();
         assert!(matches!(store.get(CF_LOG, &key), Err(StorageError::Corrupt { .. })));
+    }
+
+    fn blob_files(dir: &Path) -> usize {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension() == Some("blob".as_ref()))
+            .count()
+    }
+
+    #[test]
+    fn flushed_entries_live_in_blob_files_checked_and_go_with_their_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let entry = |g: u64, i: u64| vec![(g * 31 + i) as u8; 2048];
+        let mut b = WriteBatch::default();
+        for g in [1u64, 2] {
+            for i in 0..50 {
+                store.put(&mut b, CF_LOG, &keys::log(g, i), &entry(g, i));
+            }
+        }
+        store.put(&mut b, CF_LOG, &keys::log(1, 50), b"small");
+        store.write_sync(b).unwrap();
+        store.db().flush_cf(store.cf(CF_LOG)).unwrap();
+        assert_eq!(blob_files(dir.path()), 1, "the flush wrote the entries to one blob file");
+        for g in [1u64, 2] {
+            for i in 0..50 {
+                assert_eq!(store.get(CF_LOG, &keys::log(g, i)).unwrap().unwrap(), entry(g, i));
+            }
+        }
+        assert_eq!(store.get(CF_LOG, &keys::log(1, 50)).unwrap().unwrap(), b"small");
+        // The checksum still covers a value that lives in a blob file.
+        let key = keys::log(2, 7);
+        let mut raw = store.db().get_cf(store.cf(CF_LOG), &key).unwrap().unwrap();
+        raw[100] ^= 0x01;
+        store.db().put_cf(store.cf(CF_LOG), &key, raw).unwrap();
+        store.db().flush_cf(store.cf(CF_LOG)).unwrap();
+        assert!(matches!(store.get(CF_LOG, &key), Err(StorageError::Corrupt { .. })));
+        // Destroying both groups leaves no blob file behind.
+        store.destroy_group(1).unwrap();
+        store.destroy_group(2).unwrap();
+        assert_eq!(blob_files(dir.path()), 0, "a destroyed group's blob files are deleted");
     }
 
     #[test]
