@@ -494,9 +494,8 @@ impl Node {
                 if below > state.first_index {
                     tracing::info!(group = replica.group, "retention: trimming entries below {below}");
                     crate::shard::wake_to_write(&replica.raft, &replica.hibernation).await;
-                    if replica.raft.client_write(Command::Trim { below_index: below }).await.is_ok() {
-                        let _ = replica.raft.trigger().snapshot().await;
-                    }
+                    // Every replica then forgets the trimmed entries (`shard/forget.rs`).
+                    let _ = replica.raft.client_write(Command::Trim { below_index: below }).await;
                 }
             }
         }

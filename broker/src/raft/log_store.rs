@@ -85,7 +85,9 @@ impl LogStore {
         let (from, to) = keys::log_range(self.group, 0, index);
         let mut b = WriteBatch::default();
         self.store.delete_range(&mut b, CF_LOG, &from, &to);
-        Ok(self.store.write(b)?)
+        self.store.write(b)?;
+        self.store.reclaim_log(self.group, from, to);
+        Ok(())
     }
 }
 

@@ -1,6 +1,7 @@
 //! One shard replica: its Raft group (log in the node's RocksDB, state machine, network),
 //! the leader-side writer, and the record reader.
 
+pub mod forget;
 pub mod hibernation;
 pub mod load;
 pub mod reader;
@@ -71,6 +72,7 @@ impl ShardReplica {
         let load = Arc::new(load::Load::new(std::time::Instant::now()));
         let writer =
             writer::spawn(raft.clone(), hibernation.clone(), limits, limits_rx, load.clone(), write_linger);
+        forget::spawn(raft.clone(), shared.trim_changes());
         Ok(ShardReplica {
             group,
             stream,

@@ -54,6 +54,8 @@ pub struct ShardShared {
     pub cache: Arc<LogCache>,
     state: RwLock<ShardState>,
     applied: watch::Sender<u64>,
+    /// The trim horizon (`first_index`), changed only by trims: what `shard/forget.rs` waits on.
+    trimmed: watch::Sender<u64>,
     /// The applied index of the last saved state.
     saved: std::sync::atomic::AtomicU64,
 }
@@ -64,9 +66,10 @@ impl ShardShared {
             Some(b) => decode(&b)?,
             None => ShardState::default(),
         };
-        let (tx, _) = watch::channel(state.applied_index());
+        let (applied, _) = watch::channel(state.applied_index());
+        let (trimmed, _) = watch::channel(state.first_index);
         let saved = std::sync::atomic::AtomicU64::new(state.applied_index());
-        Ok(Arc::new(ShardShared { store, group, cache, state: RwLock::new(state), applied: tx, saved }))
+        Ok(Arc::new(ShardShared { store, group, cache, state: RwLock::new(state), applied, trimmed, saved }))
     }
 
     pub fn state(&self) -> ShardState {
@@ -76,6 +79,11 @@ impl ShardShared {
     /// Wakes whenever entries are applied (the push path of Subscribe).
     pub fn applied_changes(&self) -> watch::Receiver<u64> {
         self.applied.subscribe()
+    }
+
+    /// The trim horizon, waking only when a trim moves it.
+    pub fn trim_changes(&self) -> watch::Receiver<u64> {
+        self.trimmed.subscribe()
     }
 
     fn commit(&self, b: &mut WriteBatch, state: &ShardState) -> io::Result<()> {
@@ -89,24 +97,28 @@ impl ShardShared {
     }
 
     fn publish(&self, state: ShardState) {
-        let applied = state.applied_index();
+        let (applied, first_index) = (state.applied_index(), state.first_index);
         *self.state.write().expect("shard lock") = state;
         self.applied.send_replace(applied);
+        self.trimmed.send_if_modified(|t| std::mem::replace(t, first_index) != first_index);
     }
 
-    /// Deletes record bytes below the trim horizon that Raft no longer needs either.
-    fn delete_trimmed(&self, b: &mut WriteBatch, first_index: u64) -> io::Result<()> {
+    /// Deletes record bytes below the trim horizon that Raft no longer needs either; the
+    /// deleted range, for `Store::reclaim_log` once `b` is written.
+    fn delete_trimmed(&self, b: &mut WriteBatch, first_index: u64) -> io::Result<Option<(Vec<u8>, Vec<u8>)>> {
+        // The log store saves the purge point as a bare `LogId` (`LogStore::purge`).
         let purged: Option<LogId> =
             match self.store.get(CF_RAFT_META, &keys::meta(self.group, keys::PURGED))? {
-                Some(v) => decode(&v)?,
+                Some(v) => Some(decode(&v)?),
                 None => None,
             };
         let below = first_index.min(purged.map(|p| p.index + 1).unwrap_or(0));
-        if below > 0 {
-            let (from, to) = keys::log_range(self.group, 0, below);
-            self.store.delete_range(b, CF_LOG, &from, &to);
+        if below == 0 {
+            return Ok(None);
         }
-        Ok(())
+        let (from, to) = keys::log_range(self.group, 0, below);
+        self.store.delete_range(b, CF_LOG, &from, &to);
+        Ok(Some((from, to)))
     }
 }
 
@@ -194,6 +206,7 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
         let mut b = WriteBatch::default();
         let mut replies = Vec::new();
         let mut save = false;
+        let mut reclaim = None;
         while let Some((entry, responder)) = entries.try_next().await? {
             let index = entry.index();
             state.applied = Some(entry.log_id());
@@ -230,7 +243,7 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
                         &encode(&below_index)?,
                     );
                     drop_ts_index_below(shared, &mut b, below_index)?;
-                    shared.delete_trimmed(&mut b, below_index)?;
+                    reclaim = shared.delete_trimmed(&mut b, below_index)?.or(reclaim);
                     save = true;
                     Reply::None
                 }
@@ -250,6 +263,9 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
         }
         if !b.is_empty() {
             shared.store.write(b)?;
+        }
+        if let Some((from, to)) = reclaim {
+            shared.store.reclaim_log(shared.group, from, to);
         }
         shared.publish(state);
         for (r, reply) in replies {
@@ -342,4 +358,41 @@ fn drop_ts_index_below(shared: &ShardShared, b: &mut WriteBatch, below_index: u6
         shared.store.delete_range(b, CF_TS_INDEX, &from, &end);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::log_store::LogStore;
+    use openraft::storage::RaftLogStorage;
+    use openraft::type_config::alias::LeaderIdOf;
+    use openraft::vote::RaftLeaderIdExt;
+
+    /// A trim past Raft's purge point reads the point the log store saved, and deletes
+    /// only what both let go. (It once read it in another encoding and failed the apply,
+    /// which stops the group.)
+    #[tokio::test]
+    async fn a_trim_deletes_only_entries_raft_has_purged() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let group = 7;
+        let mut b = WriteBatch::default();
+        for i in 0..10 {
+            store.put(&mut b, CF_LOG, &keys::log(group, i), b"entry");
+        }
+        store.write(b).unwrap();
+        let cache = Arc::new(LogCache::default());
+        let mut log = LogStore::new(store.clone(), group, true, cache.clone());
+        log.purge(LogId::new(LeaderIdOf::<TypeConfig>::new_committed(1, 1), 5)).await.unwrap();
+
+        let shared = ShardShared::open(store.clone(), group, cache).unwrap();
+        let mut b = WriteBatch::default();
+        let deleted = shared.delete_trimmed(&mut b, 8).unwrap();
+        store.write(b).unwrap();
+        assert_eq!(deleted, Some(keys::log_range(group, 0, 6)), "below the purge point only");
+        for i in 0..10 {
+            let kept = store.get(CF_LOG, &keys::log(group, i)).unwrap().is_some();
+            assert_eq!(kept, i >= 6, "entry {i}");
+        }
+    }
 }

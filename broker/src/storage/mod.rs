@@ -8,8 +8,10 @@
 
 pub mod flusher;
 pub mod keys;
+pub mod reclaim;
 
 pub use flusher::Flusher;
+use reclaim::Reclaimer;
 
 use crate::error::Error;
 use rocksdb::{ColumnFamilyDescriptor, Options, ReadOptions, SliceTransform, WriteBatch, DB};
@@ -96,6 +98,7 @@ pub type StorageResult<T> = std::result::Result<T, StorageError>;
 pub struct Store {
     db: Arc<DB>,
     pub flusher: Flusher,
+    reclaimer: Arc<Reclaimer>,
 }
 
 /// Log entries at least this big live in blob files; smaller ones (membership, trims,
@@ -141,6 +144,11 @@ impl Store {
                 cf.set_blob_file_size(64 << 20);
                 cf.set_blob_compression_type(rocksdb::DBCompressionType::Lz4);
                 cf.set_enable_blob_gc(true);
+                // Blob files mix every group's entries, so one that a trimmed stream emptied
+                // may still hold a longer-retained stream's values: once the oldest quarter
+                // of the files (the default age cutoff) is half garbage, compactions are
+                // forced to move those values out, and the files go (`reclaim.rs`).
+                cf.set_blob_gc_force_threshold(0.5);
             } else {
                 cf.set_write_buffer_size(8 << 20);
             }
@@ -149,7 +157,8 @@ impl Store {
         let db = Arc::new(DB::open_cf_descriptors(&opts, dir, cfs)?);
         check_format(&db, dir)?;
         let flusher = Flusher::start(&db, sync_linger);
-        Ok(Store { db, flusher })
+        let reclaimer = Arc::new(Reclaimer::start(Arc::downgrade(&db)));
+        Ok(Store { db, flusher, reclaimer })
     }
 
     pub fn db(&self) -> &DB {
@@ -178,6 +187,12 @@ impl Store {
 
     pub fn delete_range(&self, batch: &mut WriteBatch, family: &'static str, from: &[u8], to: &[u8]) {
         batch.delete_range_cf(self.cf(family), from, to);
+    }
+
+    /// Gives back the space of `group`'s log entries in `[from, to)` in the background;
+    /// call once their range delete is written.
+    pub fn reclaim_log(&self, group: u64, from: Vec<u8>, to: Vec<u8>) {
+        self.reclaimer.reclaim(group, from, to);
     }
 
     /// Writes without waiting for the disk: readable at once, durable after the next sync.
