@@ -15,8 +15,14 @@ use rocksdb::{BottommostLevelCompaction, CompactOptions, DB};
 use std::collections::BTreeMap;
 use std::sync::mpsc;
 use std::sync::Weak;
+use std::time::{Duration, Instant};
 
 type Range = (u64, Vec<u8>, Vec<u8>);
+
+/// Batches of compactions start at least this far apart. A compaction first flushes the
+/// memtable when it holds the range's delete, so a node trimming many shards at once
+/// flushes once per batch rather than once per shard.
+const BATCH_GAP: Duration = Duration::from_secs(10);
 
 /// Queues deleted log ranges for compaction. Dropping it (the node's last `Store` going)
 /// waits for the compaction under way: the process must not exit in the middle of one.
@@ -56,8 +62,19 @@ impl Reclaimer {
                 // last level, where most of a long log's keys are.
                 opts.set_exclusive_manual_compaction(false);
                 opts.set_bottommost_level_compaction(BottommostLevelCompaction::ForceOptimized);
+                let mut next_batch = Instant::now();
                 while let Ok(first) = rx.recv() {
-                    let ranges = merge(std::iter::once(first).chain(rx.try_iter()));
+                    let mut queued = vec![first];
+                    while let Some(wait) = next_batch.checked_duration_since(Instant::now()) {
+                        match rx.recv_timeout(wait) {
+                            Ok(range) => queued.push(range),
+                            Err(mpsc::RecvTimeoutError::Timeout) => break,
+                            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                        }
+                    }
+                    queued.extend(rx.try_iter());
+                    next_batch = Instant::now() + BATCH_GAP;
+                    let ranges = merge(queued);
                     let Some(db) = db.upgrade() else { return };
                     let Some(cf) = db.cf_handle(CF_LOG) else { return };
                     for (from, to) in ranges {
