@@ -80,7 +80,7 @@ $(VENV)/.ok: $(PY_REQUIREMENTS)
 ## same workloads, same run (see docs/benchmarks.md).
 bench: build venv $(KINESALITE)
 	FRESHET_BIN=$(BIN) $(BIN)/freshet-bench --nats-server $(VENV)/bin/nats-server --kinesalite $(KINESALITE) \
-	  --seconds $(or $(BENCH_SECONDS),15)
+	  --seconds $(or $(BENCH_SECONDS),15) --rounds $(or $(BENCH_ROUNDS),3)
 
 # kinesalite, pinned by tests/bench/package-lock.json, with the machine's Node.js.
 $(KINESALITE): tests/bench/package-lock.json

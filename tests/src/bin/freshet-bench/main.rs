@@ -425,145 +425,264 @@ fn row(r: &Result) -> String {
     )
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let nats_server = PathBuf::from(
-        args.iter()
-            .skip_while(|a| *a != "--nats-server")
-            .nth(1)
-            .cloned()
-            .unwrap_or_else(|| "nats-server".into()),
-    );
-    let secs: u64 =
-        args.iter().skip_while(|a| *a != "--seconds").nth(1).and_then(|s| s.parse().ok()).unwrap_or(15);
-    let duration = Duration::from_secs(secs);
-    // `--only freshet|nats|footprint|operator` runs just that part (for profiling).
-    let only = args.iter().skip_while(|a| *a != "--only").nth(1).cloned();
-    let kinesalite = PathBuf::from(
-        args.iter()
-            .skip_while(|a| *a != "--kinesalite")
-            .nth(1)
-            .cloned()
-            .unwrap_or_else(|| "kinesalite".into()),
-    );
-    if let Some(n) = args.iter().skip_while(|a| *a != "--producers").nth(1).and_then(|s| s.parse().ok()) {
-        PRODUCERS.store(n, Ordering::Relaxed);
-    }
-    VIA_ANY_NODE.store(args.iter().any(|a| a == "--via-any-node"), Ordering::Relaxed);
-    eprintln!("==> {} producers, {RECORD}-byte records, {secs} s per run", producer_count());
+/// The value after `name` on the command line, if it parses.
+fn flag<T: std::str::FromStr>(args: &[String], name: &str) -> Option<T> {
+    args.iter().skip_while(|a| *a != name).nth(1).and_then(|s| s.parse().ok())
+}
 
-    let streams: usize =
-        args.iter().skip_while(|a| *a != "--streams").nth(1).and_then(|s| s.parse().ok()).unwrap_or(1000);
-    if only.as_deref() == Some("operator") {
-        println!("{}", operator_row(&operator_reconcile(streams).await?));
-        return Ok(());
-    }
-    if only.as_deref() == Some("footprint") {
-        let (rss_mib, idle_cpu) = idle_footprint().await?;
-        let mut fo = failover_times(5).await?;
-        fo.sort();
-        println!("idle: {rss_mib:.0} MiB, {idle_cpu:.1}% of a core; failover: {fo:?}");
-        return Ok(());
-    }
-    let mut results = Vec::new();
-    let mut one_shard_single = None;
-    // `--only single` runs just Freshet's single puts (for profiling them alone).
-    if only.is_none() || matches!(only.as_deref(), Some("freshet" | "single")) {
-        eprintln!("==> Freshet: 3 nodes, stream of {SHARDS} shards, replication 3, fsync before ack");
-        let cluster = Cluster::start(3).await;
-        let shards = |flag: &str| {
-            args.iter().skip_while(|a| *a != flag).nth(1).and_then(|s| s.parse().ok()).unwrap_or(SHARDS)
-        };
-        cluster.create_stream("batch", shards("--batch-shards"), unlimited()).await;
-        cluster.create_stream("single", shards("--single-shards"), unlimited()).await;
+/// Freshet's rows from a fresh 3-node cluster, in this order: PutRecords x100 on
+/// `shards.0` shards (when `batched`), single puts on `shards.1`, and (when `one_shard`)
+/// single puts on a 1-shard stream.
+async fn freshet_rows(
+    shards: (u32, u32),
+    batched: bool,
+    one_shard: bool,
+    duration: Duration,
+) -> anyhow::Result<Vec<Result>> {
+    eprintln!(
+        "==> Freshet: 3 nodes, streams of {} and {} shards, replication 3, fsync before ack",
+        shards.0, shards.1
+    );
+    let cluster = Cluster::start(3).await;
+    cluster.create_stream("batch", shards.0, unlimited()).await;
+    cluster.create_stream("single", shards.1, unlimited()).await;
+    let mut streams = vec!["batch", "single"];
+    if one_shard {
         // One shard is one Raft group and one total order, as one NATS stream is.
         cluster.create_stream("single1", 1, unlimited()).await;
-        for stream in ["batch", "single", "single1"] {
-            cluster.wait_leaders(stream).await;
-        }
-        if only.as_deref() != Some("single") {
-            results.push(freshet_run(&cluster, Protocol::Grpc, "batch", BATCH, duration).await?);
-            eprintln!("{}", row(results.last().unwrap()));
-        }
-        results.push(freshet_run(&cluster, Protocol::Grpc, "single", 1, duration).await?);
-        eprintln!("{}", row(results.last().unwrap()));
+        streams.push("single1");
+    }
+    for stream in streams {
+        cluster.wait_leaders(stream).await;
+    }
+    let mut rows = Vec::new();
+    if batched {
+        rows.push(freshet_run(&cluster, Protocol::Grpc, "batch", BATCH, duration).await?);
+        eprintln!("{}", row(rows.last().unwrap()));
+    }
+    rows.push(freshet_run(&cluster, Protocol::Grpc, "single", 1, duration).await?);
+    eprintln!("{}", row(rows.last().unwrap()));
+    if one_shard {
         let mut one = freshet_run(&cluster, Protocol::Grpc, "single1", 1, duration).await?;
         one.name.push_str(", 1 shard");
         eprintln!("{}", row(&one));
-        one_shard_single = Some(one);
+        rows.push(one);
     }
-    if matches!(only.as_deref(), Some("freshet" | "single")) {
-        return Ok(());
+    Ok(rows)
+}
+
+/// NATS' rows from a fresh 3-node cluster: batched and single publishes to one stream,
+/// then (when `per_shard`) to `SHARDS` streams, the ordering guarantee Freshet gives (per
+/// shard, not total), each stream its own Raft group in NATS.
+async fn nats_rows(server: &Path, per_shard: bool, duration: Duration) -> anyhow::Result<Vec<Result>> {
+    eprintln!(
+        "==> NATS JetStream {}: 3 nodes, file storage, 3 replicas, sync_interval always",
+        server.display()
+    );
+    let nats = start_nats(server)?;
+    let mut runs = vec![("BATCH", BATCH, 1), ("SINGLE", 1, 1)];
+    if per_shard {
+        runs.extend([("PART", BATCH, SHARDS as usize), ("PSINGLE", 1, SHARDS as usize)]);
     }
-    let (kinesis_rows, kinesis_lines) = if only.as_deref().is_none_or(|o| o == "kinesis") {
-        kinesis_comparison(&kinesalite, duration).await?
-    } else {
-        Default::default()
-    };
-    if only.as_deref() == Some("kinesis") {
-        kinesis_lines.iter().for_each(|l| println!("{l}"));
-        return Ok(());
+    let mut rows = Vec::new();
+    for (name, batch, streams) in runs {
+        rows.push(nats_run(&nats, name, batch, streams, duration).await?);
+        eprintln!("{}", row(rows.last().unwrap()));
     }
-    {
-        eprintln!(
-            "==> NATS JetStream {}: 3 nodes, file storage, 3 replicas, sync_interval always",
-            nats_server.display()
+    Ok(rows)
+}
+
+/// One round of the goal workloads: Freshet's batched and single rows on `SHARDS` shards
+/// against NATS' on one stream, and which of the two ran first.
+struct Round {
+    freshet_first: bool,
+    freshet: [f64; 2],
+    nats: [f64; 2],
+    /// Freshet / NATS: throughput batched, single; put p99 batched, single.
+    ratios: [f64; 4],
+}
+
+impl Round {
+    fn new(freshet_first: bool, freshet: &[Result], nats: &[Result]) -> Round {
+        let (f, n) = (&freshet[..2], &nats[..2]);
+        Round {
+            freshet_first,
+            freshet: [f[0].records_per_sec, f[1].records_per_sec],
+            nats: [n[0].records_per_sec, n[1].records_per_sec],
+            ratios: [
+                f[0].records_per_sec / n[0].records_per_sec,
+                f[1].records_per_sec / n[1].records_per_sec,
+                f[0].put_p99_ms / n[0].put_p99_ms,
+                f[1].put_p99_ms / n[1].put_p99_ms,
+            ],
+        }
+    }
+}
+
+/// Rounds 2..=`rounds` of the goal workloads (round 1 is the caller's), alternating which
+/// system goes first.
+async fn more_rounds(
+    goal: &mut Vec<Round>,
+    rounds: usize,
+    shards: (u32, u32),
+    nats_server: &Path,
+    duration: Duration,
+) -> anyhow::Result<()> {
+    for round in goal.len()..rounds {
+        eprintln!("==> Goal workloads, round {} of {rounds}", round + 1);
+        let freshet_first = round % 2 == 0;
+        let (f, n) = if freshet_first {
+            let f = freshet_rows(shards, true, false, duration).await?;
+            (f, nats_rows(nats_server, false, duration).await?)
+        } else {
+            let n = nats_rows(nats_server, false, duration).await?;
+            (freshet_rows(shards, true, false, duration).await?, n)
+        };
+        goal.push(Round::new(freshet_first, &f, &n));
+    }
+    Ok(())
+}
+
+/// The rounds' table and the medians of their ratios, on which the goal is judged.
+fn print_rounds(goal: &[Round], shards: u32) {
+    println!(
+        "\nGoal workloads by round ({shards} shards against one NATS stream), records/s and Freshet / NATS:"
+    );
+    println!("| round | first | Freshet batched | NATS batched | ratio | put p99 ratio | Freshet single | NATS single | ratio | put p99 ratio |");
+    println!("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for (i, r) in goal.iter().enumerate() {
+        println!(
+            "| {} | {} | {:.0} | {:.0} | {:.2}x | {:.2}x | {:.0} | {:.0} | {:.2}x | {:.2}x |",
+            i + 1,
+            if r.freshet_first { "Freshet" } else { "NATS" },
+            r.freshet[0],
+            r.nats[0],
+            r.ratios[0],
+            r.ratios[2],
+            r.freshet[1],
+            r.nats[1],
+            r.ratios[1],
+            r.ratios[3]
         );
-        let nats = start_nats(&nats_server)?;
-        results.push(nats_run(&nats, "BATCH", BATCH, 1, duration).await?);
-        eprintln!("{}", row(results.last().unwrap()));
-        results.push(nats_run(&nats, "SINGLE", 1, 1, duration).await?);
-        eprintln!("{}", row(results.last().unwrap()));
-        // The same ordering guarantee Freshet gives (per shard, not total): as many
-        // streams, each its own Raft group in NATS, as the Freshet stream has shards.
-        results.push(nats_run(&nats, "PART", BATCH, SHARDS as usize, duration).await?);
-        eprintln!("{}", row(results.last().unwrap()));
-        results.push(nats_run(&nats, "PSINGLE", 1, SHARDS as usize, duration).await?);
-        eprintln!("{}", row(results.last().unwrap()));
     }
-    if only.as_deref() == Some("nats") {
-        return Ok(());
+    let m = |k: usize| median(goal.iter().map(|r| r.ratios[k]).collect());
+    let n = goal.len();
+    println!("Freshet / NATS throughput (median of {n} rounds): batched {:.2}x, single {:.2}x", m(0), m(1));
+    println!("Freshet / NATS put p99 (median of {n} rounds): batched {:.2}x, single {:.2}x", m(2), m(3));
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    if v.len().is_multiple_of(2) {
+        (v[mid - 1] + v[mid]) / 2.0
+    } else {
+        v[mid]
     }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let nats_server =
+        PathBuf::from(flag(&args, "--nats-server").unwrap_or_else(|| "nats-server".to_string()));
+    let secs: u64 = flag(&args, "--seconds").unwrap_or(15);
+    let duration = Duration::from_secs(secs);
+    // `--only goal|freshet|single|nats|kinesis|footprint|operator` runs just that part.
+    let only: Option<String> = flag(&args, "--only");
+    let kinesalite = PathBuf::from(flag(&args, "--kinesalite").unwrap_or_else(|| "kinesalite".to_string()));
+    if let Some(n) = flag(&args, "--producers") {
+        PRODUCERS.store(n, Ordering::Relaxed);
+    }
+    VIA_ANY_NODE.store(args.iter().any(|a| a == "--via-any-node"), Ordering::Relaxed);
+    // This machine's speed drifts by a third within an hour, so the goal workloads run
+    // `--rounds` times, alternating which system goes first; ratios are taken per round.
+    let rounds: usize = flag(&args, "--rounds").unwrap_or(1).max(1);
+    let shards =
+        (flag(&args, "--batch-shards").unwrap_or(SHARDS), flag(&args, "--single-shards").unwrap_or(SHARDS));
+    eprintln!("==> {} producers, {RECORD}-byte records, {secs} s per run", producer_count());
+
+    match only.as_deref() {
+        Some("operator") => {
+            println!(
+                "{}",
+                operator_row(&operator_reconcile(flag(&args, "--streams").unwrap_or(1000)).await?)
+            );
+            return Ok(());
+        }
+        Some("footprint") => {
+            let (rss_mib, idle_cpu) = idle_footprint().await?;
+            let mut fo = failover_times(5).await?;
+            fo.sort();
+            println!("idle: {rss_mib:.0} MiB, {idle_cpu:.1}% of a core; failover: {fo:?}");
+            return Ok(());
+        }
+        // `single` runs just Freshet's single puts (for profiling them alone).
+        Some(part @ ("freshet" | "single")) => {
+            freshet_rows(shards, part == "freshet", true, duration).await?;
+            return Ok(());
+        }
+        Some("nats") => {
+            nats_rows(&nats_server, true, duration).await?;
+            return Ok(());
+        }
+        // `goal` runs just the goal workloads, `--rounds` times (for judging a change).
+        Some("goal") => {
+            let freshet = freshet_rows(shards, true, false, duration).await?;
+            let nats = nats_rows(&nats_server, false, duration).await?;
+            let mut goal = vec![Round::new(true, &freshet, &nats)];
+            more_rounds(&mut goal, rounds, shards, &nats_server, duration).await?;
+            print_rounds(&goal, shards.0);
+            return Ok(());
+        }
+        Some("kinesis") => {
+            let (_, lines) = kinesis_comparison(&kinesalite, duration).await?;
+            lines.iter().for_each(|l| println!("{l}"));
+            return Ok(());
+        }
+        Some(other) => {
+            anyhow::bail!(
+                "unknown --only {other}: goal, freshet, single, nats, kinesis, footprint or operator"
+            )
+        }
+        None => {}
+    }
+
+    let freshet = freshet_rows(shards, true, true, duration).await?;
+    let nats = nats_rows(&nats_server, true, duration).await?;
+    let mut goal = vec![Round::new(true, &freshet, &nats)];
+    more_rounds(&mut goal, rounds, shards, &nats_server, duration).await?;
+    let (kinesis_rows, kinesis_lines) = kinesis_comparison(&kinesalite, duration).await?;
     eprintln!("==> Freshet: idle footprint of a node holding 100 shard replicas");
     let (rss_mib, idle_cpu) = idle_footprint().await?;
     eprintln!("==> Freshet: failover, SIGKILL of a shard leader to the first acknowledged write");
     let mut fo = failover_times(3).await?;
     fo.sort();
+    let streams = flag(&args, "--streams").unwrap_or(1000);
     eprintln!("==> Operator: reconcile {streams} Streams against the in-memory Kubernetes API");
     let operator = operator_reconcile(streams).await?;
 
     println!("\n| workload | records/s | MiB/s | put p50 ms | put p99 ms | end-to-end p50 ms | end-to-end p99 ms | server CPU-us/record |");
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
-    for r in results.iter().chain(&one_shard_single).chain(&kinesis_rows) {
+    for r in freshet.iter().chain(&nats).chain(&kinesis_rows) {
         println!("{}", row(r));
     }
     println!();
     kinesis_lines.iter().for_each(|l| println!("{l}"));
+    print_rounds(&goal, shards.0);
     let ratio = |a: &Result, b: &Result| a.records_per_sec / b.records_per_sec;
+    let one = &freshet[2];
     println!(
-        "Freshet / NATS throughput: batched {:.2}x, single {:.2}x",
-        ratio(&results[0], &results[2]),
-        ratio(&results[1], &results[3])
+        "Freshet 1 shard / NATS one stream (one Raft group each), single puts: throughput {:.2}x, put p99 {:.2}x",
+        ratio(one, &nats[1]),
+        one.put_p99_ms / nats[1].put_p99_ms
     );
-    println!(
-        "Freshet / NATS put p99: batched {:.2}x, single {:.2}x",
-        results[0].put_p99_ms / results[2].put_p99_ms,
-        results[1].put_p99_ms / results[3].put_p99_ms
-    );
-    if let Some(one) = &one_shard_single {
-        println!(
-            "Freshet 1 shard / NATS one stream (one Raft group each), single puts: throughput {:.2}x, put p99 {:.2}x",
-            ratio(one, &results[3]),
-            one.put_p99_ms / results[3].put_p99_ms
-        );
-    }
     println!(
         "Freshet / NATS with {SHARDS} streams (per-shard order on both sides): throughput batched {:.2}x, single {:.2}x; put p99 batched {:.2}x, single {:.2}x",
-        ratio(&results[0], &results[4]),
-        ratio(&results[1], &results[5]),
-        results[0].put_p99_ms / results[4].put_p99_ms,
-        results[1].put_p99_ms / results[5].put_p99_ms
+        ratio(&freshet[0], &nats[2]),
+        ratio(&freshet[1], &nats[3]),
+        freshet[0].put_p99_ms / nats[2].put_p99_ms,
+        freshet[1].put_p99_ms / nats[3].put_p99_ms
     );
     println!("Node with 100 idle shard replicas: {rss_mib:.0} MiB resident, {idle_cpu:.1}% of one core");
     println!(
