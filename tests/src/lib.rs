@@ -332,6 +332,16 @@ pub fn unlimited() -> Option<pb::ShardLimits> {
     Some(pb::ShardLimits { enforce: false, write_bytes_per_second: 0, write_records_per_second: 0 })
 }
 
+/// A PutRecord of `data` under `key`, its shard chosen by the key's MD5 as Kinesis does.
+pub fn put_request(stream: &str, key: &str, data: impl Into<Vec<u8>>) -> pb::PutRecordRequest {
+    pb::PutRecordRequest {
+        stream_name: stream.into(),
+        partition_key: key.into(),
+        data: data.into(),
+        explicit_hash_key: None,
+    }
+}
+
 fn unsafe_sigterm(pid: u32) {
     let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
 }

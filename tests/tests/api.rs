@@ -3,18 +3,9 @@
 
 use freshet_tests::freshet_broker::hashkey::HashKeyRange;
 use freshet_tests::freshet_broker::pb::{self, IteratorType};
-use freshet_tests::{read_all, unlimited, Cluster};
+use freshet_tests::{put_request, read_all, unlimited, Cluster};
 use std::time::Duration;
 use tonic::Code;
-
-fn put(stream: &str, key: &str, data: &[u8]) -> pb::PutRecordRequest {
-    pb::PutRecordRequest {
-        stream_name: stream.into(),
-        partition_key: key.into(),
-        data: data.to_vec(),
-        explicit_hash_key: None,
-    }
-}
 
 fn entry(key: &str, data: Vec<u8>) -> pb::PutRecordsEntry {
     pb::PutRecordsEntry { partition_key: key.into(), data: data.into(), explicit_hash_key: None }
@@ -61,7 +52,7 @@ async fn stream_lifecycle_and_kinesis_hash_ranges() {
     assert_eq!(names, vec!["clicks".to_string(), "other".to_string()]);
 
     // Writes and reads through different nodes.
-    let r = api.put_record(put("clicks", "user-1", b"hello")).await.unwrap().into_inner();
+    let r = api.put_record(put_request("clicks", "user-1", b"hello")).await.unwrap().into_inner();
     let read = read_all(&cluster.client(3), "clicks").await;
     assert_eq!(read[&r.shard_id].len(), 1);
     assert_eq!(read[&r.shard_id][0].sequence_number, r.sequence_number);
@@ -84,7 +75,7 @@ async fn deleting_a_stream_reclaims_its_storage() {
     cluster.create_stream("drop", 2, unlimited()).await;
     let mut api = cluster.client(1).api.clone();
     for i in 0..200 {
-        api.put_record(put("drop", &format!("k{i}"), &[7u8; 1000])).await.unwrap();
+        api.put_record(put_request("drop", &format!("k{i}"), [7u8; 1000])).await.unwrap();
     }
     let status = api.cluster_status(pb::ClusterStatusRequest {}).await.unwrap().into_inner();
     let dropped: Vec<u64> =
@@ -129,7 +120,7 @@ async fn every_iterator_type_starts_where_kinesis_says() {
             midpoint_ms = freshet_tests::freshet_broker::now_ms();
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let r = api.put_record(put("s", "k", format!("r{i}").as_bytes())).await.unwrap().into_inner();
+        let r = api.put_record(put_request("s", "k", format!("r{i}").as_bytes())).await.unwrap().into_inner();
         seqs.push(r.sequence_number);
     }
     let shard = "shardId-000000000000";
@@ -166,7 +157,7 @@ async fn every_iterator_type_starts_where_kinesis_says() {
         .into_inner();
     assert!(page.records.is_empty());
     assert_eq!(page.millis_behind_latest, 0);
-    api.put_record(put("s", "k", b"after-latest")).await.unwrap();
+    api.put_record(put_request("s", "k", b"after-latest")).await.unwrap();
     let page = api
         .get_records(pb::GetRecordsRequest { shard_iterator: latest, limit: None })
         .await
@@ -382,7 +373,7 @@ async fn records_past_retention_disappear() {
     let client = cluster.client(1);
     let mut api = client.api.clone();
     for i in 0..100 {
-        api.put_record(put("short", &format!("k{i}"), b"old")).await.unwrap();
+        api.put_record(put_request("short", &format!("k{i}"), b"old")).await.unwrap();
     }
     let early = client
         .shard_iterator("short", "shardId-000000000000", IteratorType::TrimHorizon, None, None)
@@ -390,7 +381,7 @@ async fn records_past_retention_disappear() {
         .unwrap();
     assert_eq!(read_all(&client, "short").await["shardId-000000000000"].len(), 100);
     tokio::time::sleep(Duration::from_millis(4000)).await;
-    api.put_record(put("short", "k", b"new")).await.unwrap();
+    api.put_record(put_request("short", "k", b"new")).await.unwrap();
     let after = read_all(&client, "short").await;
     let data: Vec<&[u8]> = after["shardId-000000000000"].iter().map(|r| &r.data[..]).collect();
     assert_eq!(data, vec![b"new".as_slice()], "only the record within retention is readable");
@@ -412,7 +403,7 @@ async fn bad_input_gets_kinesis_errors_and_changes_nothing() {
     let client = cluster.client(1);
     let mut api = client.api.clone();
     for i in 0..20 {
-        api.put_record(put("good", &format!("k{i}"), b"x")).await.unwrap();
+        api.put_record(put_request("good", &format!("k{i}"), b"x")).await.unwrap();
     }
 
     let create = |name: &str, shards: u32, retention: Option<u32>, rf: Option<u32>| pb::CreateStreamRequest {
@@ -456,20 +447,20 @@ async fn bad_input_gets_kinesis_errors_and_changes_nothing() {
         assert!(e.message().contains(text), "{req:?}: {}", e.message());
     }
 
-    let e = api.put_record(put("missing", "k", b"x")).await.unwrap_err();
+    let e = api.put_record(put_request("missing", "k", b"x")).await.unwrap_err();
     assert_eq!((e.code(), error_type(&e)), (Code::NotFound, "ResourceNotFoundException"));
     assert_eq!(e.message(), "Stream missing under account 000000000000 not found.");
-    let e = api.put_record(put("good", "", b"x")).await.unwrap_err();
+    let e = api.put_record(put_request("good", "", b"x")).await.unwrap_err();
     assert!(
         e.message().contains("partitionKey") && e.message().contains("between 1 and 256"),
         "{}",
         e.message()
     );
-    let e = api.put_record(put("good", &"k".repeat(257), b"x")).await.unwrap_err();
+    let e = api.put_record(put_request("good", &"k".repeat(257), b"x")).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
-    let e = api.put_record(put("good", "k", &vec![0u8; 1024 * 1024 + 1])).await.unwrap_err();
+    let e = api.put_record(put_request("good", "k", vec![0u8; 1024 * 1024 + 1])).await.unwrap_err();
     assert!(e.message().contains("1048576"), "{}", e.message());
-    let mut bad_hash = put("good", "k", b"x");
+    let mut bad_hash = put_request("good", "k", b"x");
     bad_hash.explicit_hash_key = Some("340282366920938463463374607431768211456".into());
     let e = api.put_record(bad_hash).await.unwrap_err();
     assert_eq!(error_type(&e), "InvalidArgumentException");
@@ -528,7 +519,7 @@ async fn bad_input_gets_kinesis_errors_and_changes_nothing() {
     let e = api.get_shard_iterator(iterator(s0, 2, Some("12345"), None)).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     // Another shard's sequence number names that shard, and is refused here in Kinesis' words.
-    let mut on_shard1 = put("good", "k", b"on shard 1");
+    let mut on_shard1 = put_request("good", "k", b"on shard 1");
     on_shard1.explicit_hash_key = Some((1u128 << 127).to_string());
     let written = api.put_record(on_shard1).await.unwrap().into_inner();
     assert_eq!(written.shard_id, "shardId-000000000001");
@@ -575,7 +566,7 @@ async fn bad_input_gets_kinesis_errors_and_changes_nothing() {
     let names = api.list_streams(pb::ListStreamsRequest {}).await.unwrap().into_inner().stream_names;
     assert_eq!(names, vec!["good".to_string()]);
     assert_eq!(read_all(&cluster.client(3), "good").await, before);
-    api.put_record(put("good", "k", b"still-works")).await.unwrap();
+    api.put_record(put_request("good", "k", b"still-works")).await.unwrap();
     for b in &cluster.brokers {
         assert!(!cluster.log(b.id).contains("panicked"), "node {} panicked", b.id);
     }

@@ -1,6 +1,6 @@
 //! The `freshet` CLI as a user runs it.
 
-use freshet_tests::{bin, Cluster};
+use freshet_tests::{bin, put_request, Cluster};
 use std::io::Write;
 use std::process::{Command, Stdio};
 
@@ -220,12 +220,7 @@ async fn read_unpacks_kpl_aggregated_records() {
     // One Kinesis record holding three user records, stored untouched...
     let packed = kpl::aggregate(&[("user-1", b"first"), ("user-2", b"second"), ("user-1", b"third")]);
     let mut api = cluster.client(1).api;
-    let put = pb::PutRecordRequest {
-        stream_name: "kpl".into(),
-        partition_key: "agg".into(),
-        data: packed.clone(),
-        explicit_hash_key: None,
-    };
+    let put = put_request("kpl", "agg", packed.clone());
     api.put_record(put.clone()).await.unwrap();
     api.put_record(pb::PutRecordRequest { data: b"plain".to_vec(), ..put }).await.unwrap();
     let stored = freshet_tests::read_all(&cluster.client(2), "kpl").await;

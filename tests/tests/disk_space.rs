@@ -5,7 +5,7 @@
 //! GC, which only acts on the oldest quarter of many files: `storage/reclaim.rs`.)
 
 use freshet_tests::freshet_broker::pb;
-use freshet_tests::{read_all, unlimited, Cluster};
+use freshet_tests::{put_request, read_all, unlimited, Cluster};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -105,12 +105,7 @@ async fn space_of_expired_records_is_given_back() {
     for round in 0..rounds {
         put_many(&cluster, "short", PER_CALL).await;
         for i in 0..LONG_PER_ROUND {
-            let record = pb::PutRecordRequest {
-                stream_name: "long".into(),
-                partition_key: format!("k{round}-{i}"),
-                data: format!("long {round} {i}").into_bytes(),
-                explicit_hash_key: None,
-            };
+            let record = put_request("long", &format!("k{round}-{i}"), format!("long {round} {i}"));
             api.put_record(record).await.unwrap();
         }
     }

@@ -3,7 +3,7 @@
 //! whose leader's node dies elects a successor, and a restarted node takes no leadership.
 
 use freshet_broker::client::{pb, Client};
-use freshet_tests::{read_all, unlimited, Cluster};
+use freshet_tests::{put_request, read_all, unlimited, Cluster};
 use std::time::{Duration, Instant};
 
 /// Waits until every replica of every shard of `stream` reports it is hibernating.
@@ -31,18 +31,14 @@ async fn wait_all_asleep(cluster: &Cluster, stream: &str) {
     }
 }
 
-fn put(stream: &str, key: &str, data: &str) -> pb::PutRecordRequest {
-    pb::PutRecordRequest {
-        stream_name: stream.into(),
-        partition_key: key.into(),
-        data: data.as_bytes().to_vec(),
-        explicit_hash_key: None,
-    }
-}
-
 async fn write(client: &Client, stream: &str, keys: std::ops::Range<u32>) {
     for i in keys {
-        client.api.clone().put_record(put(stream, &format!("k{i}"), &format!("r{i}"))).await.expect("write");
+        client
+            .api
+            .clone()
+            .put_record(put_request(stream, &format!("k{i}"), format!("r{i}")))
+            .await
+            .expect("write");
     }
 }
 
@@ -88,8 +84,12 @@ async fn idle_groups_sleep_and_a_write_wakes_them_for_every_replica() {
     let mut sent = Vec::new();
     let client = cluster.client(2);
     for i in 50..80 {
-        let r =
-            client.api.clone().put_record(put("quiet", &format!("k{i}"), &format!("r{i}"))).await.unwrap();
+        let r = client
+            .api
+            .clone()
+            .put_record(put_request("quiet", &format!("k{i}"), format!("r{i}")))
+            .await
+            .unwrap();
         if r.into_inner().shard_id == shard {
             sent.push(format!("r{i}"));
         }
@@ -140,8 +140,11 @@ async fn a_sleeping_group_whose_leader_dies_elects_a_successor_and_loses_nothing
     let start = Instant::now();
     let mut written = 40;
     while written < 80 {
-        let r =
-            client.api.clone().put_record(put("quiet", &format!("k{written}"), &format!("r{written}"))).await;
+        let r = client
+            .api
+            .clone()
+            .put_record(put_request("quiet", &format!("k{written}"), format!("r{written}")))
+            .await;
         match r {
             Ok(_) => written += 1,
             Err(e) => {

@@ -4,7 +4,7 @@
 use freshet_tests::freshet_broker::pb::{self, IteratorType};
 use freshet_tests::freshet_broker::sequence::SequenceNumber;
 use freshet_tests::freshet_broker::storage::{keys, Store, CF_LOG};
-use freshet_tests::{read_all, unlimited, Cluster};
+use freshet_tests::{put_request, read_all, unlimited, Cluster};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -15,12 +15,7 @@ async fn a_corrupt_replica_is_reported_and_never_serves() {
     let mut seqs = Vec::new();
     for i in 0..200 {
         let r = api
-            .put_record(pb::PutRecordRequest {
-                stream_name: "s".into(),
-                partition_key: format!("k{i}"),
-                data: format!("record {i}").into_bytes(),
-                explicit_hash_key: None,
-            })
+            .put_record(put_request("s", &format!("k{i}"), format!("record {i}")))
             .await
             .unwrap()
             .into_inner();
@@ -69,19 +64,8 @@ async fn a_corrupt_replica_is_reported_and_never_serves() {
     let data: Vec<String> =
         read["shardId-000000000000"].iter().map(|r| String::from_utf8(r.data.to_vec()).unwrap()).collect();
     assert_eq!(data, (0..200).map(|i| format!("record {i}")).collect::<Vec<_>>());
-    let r = cluster
-        .client(2)
-        .api
-        .clone()
-        .put_record(pb::PutRecordRequest {
-            stream_name: "s".into(),
-            partition_key: "k".into(),
-            data: b"after".to_vec(),
-            explicit_hash_key: None,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let r =
+        cluster.client(2).api.clone().put_record(put_request("s", "k", b"after")).await.unwrap().into_inner();
     let client = cluster.client(3);
     let it = client
         .shard_iterator(

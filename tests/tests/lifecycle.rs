@@ -3,7 +3,7 @@
 
 use freshet_broker::api::READINESS_SERVICE;
 use freshet_broker::pb;
-use freshet_tests::{read_all, unlimited, Cluster};
+use freshet_tests::{put_request, read_all, unlimited, Cluster};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -60,12 +60,7 @@ async fn sigterm_hands_leadership_to_a_follower_before_exit() {
     cluster.create_stream("handoff", 6, unlimited()).await;
     let mut api = cluster.any_client().api;
     for i in 0..60 {
-        let put = pb::PutRecordRequest {
-            stream_name: "handoff".into(),
-            partition_key: format!("key-{i}"),
-            data: format!("record {i}").into_bytes(),
-            explicit_hash_key: None,
-        };
+        let put = put_request("handoff", &format!("key-{i}"), format!("record {i}"));
         api.put_record(put).await.unwrap();
     }
     let leaders = cluster.wait_leaders("handoff").await;
@@ -110,12 +105,7 @@ async fn a_new_node_joins_a_running_cluster_and_hosts_new_streams() {
     cluster.wait_leaders("after").await;
     let mut api = cluster.client(new).api;
     for i in 0..20 {
-        let put = pb::PutRecordRequest {
-            stream_name: "after".into(),
-            partition_key: format!("k{i}"),
-            data: vec![1, 2, 3],
-            explicit_hash_key: None,
-        };
+        let put = put_request("after", &format!("k{i}"), vec![1, 2, 3]);
         api.put_record(put).await.unwrap();
     }
     assert_eq!(read_all(&cluster.client(new), "after").await.values().map(Vec::len).sum::<usize>(), 20);

@@ -3,7 +3,7 @@
 use freshet_tests::freshet_broker::hashkey::{hash_partition_key, HashKeyRange};
 use freshet_tests::freshet_broker::pb;
 use freshet_tests::freshet_broker::producer::Producer;
-use freshet_tests::{read_all, unlimited, Cluster};
+use freshet_tests::{put_request, read_all, unlimited, Cluster};
 use std::collections::BTreeSet;
 
 fn entry(key: &str) -> pb::PutRecordsEntry {
@@ -68,12 +68,7 @@ async fn writes_go_to_shard_leaders_not_through_the_given_node() {
     assert_eq!(r.failed_record_count, 0, "{:?}", r.records.iter().find(|r| !r.error_code.is_empty()));
     acked.extend(elsewhere.iter().cloned());
     let single = producer
-        .put_record(pb::PutRecordRequest {
-            stream_name: "direct".into(),
-            partition_key: elsewhere[0].clone(),
-            data: b"one more".to_vec(),
-            explicit_hash_key: None,
-        })
+        .put_record(put_request("direct", &elsewhere[0], b"one more"))
         .await
         .expect("a single put to a live leader");
     assert_eq!(single.shard_id, format!("shardId-{:012}", shard_of(&elsewhere[0])));

@@ -4,7 +4,7 @@
 
 use freshet_broker::client::pb;
 use freshet_tests::workload::{produce, stop_and_verify, Ledger};
-use freshet_tests::{unlimited, Cluster};
+use freshet_tests::{put_request, unlimited, Cluster};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -401,11 +401,6 @@ async fn a_closed_shard_goes_once_its_retention_has_passed() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // The children still take writes.
-    let put = pb::PutRecordRequest {
-        stream_name: "orders".into(),
-        partition_key: "k".into(),
-        data: b"after".to_vec(),
-        explicit_hash_key: None,
-    };
+    let put = put_request("orders", "k", b"after");
     client.api.clone().put_record(put).await.expect("the children take writes");
 }
