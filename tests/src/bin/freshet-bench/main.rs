@@ -544,9 +544,9 @@ async fn more_rounds(
 }
 
 /// The rounds' table and the medians of their ratios, on which the goal is judged.
-fn print_rounds(goal: &[Round], shards: u32) {
+fn print_rounds(goal: &[Round], (batched, single): (u32, u32)) {
     println!(
-        "\nGoal workloads by round ({shards} shards against one NATS stream), records/s and Freshet / NATS:"
+        "\nGoal workloads by round (batched on {batched} shards, single puts on {single}, against one NATS stream), records/s and Freshet / NATS:"
     );
     println!("| round | first | Freshet batched | NATS batched | ratio | put p99 ratio | Freshet single | NATS single | ratio | put p99 ratio |");
     println!("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
@@ -632,7 +632,7 @@ async fn main() -> anyhow::Result<()> {
             let nats = nats_rows(&nats_server, false, duration).await?;
             let mut goal = vec![Round::new(true, &freshet, &nats)];
             more_rounds(&mut goal, rounds, shards, &nats_server, duration).await?;
-            print_rounds(&goal, shards.0);
+            print_rounds(&goal, shards);
             return Ok(());
         }
         Some("kinesis") => {
@@ -669,7 +669,7 @@ async fn main() -> anyhow::Result<()> {
     }
     println!();
     kinesis_lines.iter().for_each(|l| println!("{l}"));
-    print_rounds(&goal, shards.0);
+    print_rounds(&goal, shards);
     let ratio = |a: &Result, b: &Result| a.records_per_sec / b.records_per_sec;
     let one = &freshet[2];
     println!(

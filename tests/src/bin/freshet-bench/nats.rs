@@ -109,6 +109,23 @@ pub(super) async fn nats_run(
         js = Some(nats_stream(nats, n).await?);
     }
     let js = js.expect("at least one stream");
+    // A server may take a moment to learn of a new stream ("no stream found for given
+    // subject"): a probe through every server, before any consumer or timing starts.
+    for url in &nats.urls {
+        let js = async_nats::jetstream::new(nats_connect(url).await?);
+        for n in &names {
+            let start = Instant::now();
+            loop {
+                match async { js.publish(format!("{n}.probe"), payload().into()).await?.await }.await {
+                    Ok(_) => break,
+                    Err(e) if start.elapsed() > Duration::from_secs(30) => {
+                        anyhow::bail!("NATS server {url} never accepted a publish to {n}: {e}")
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        }
+    }
     let rec = Recorder::new();
     let stop = Arc::new(AtomicBool::new(false));
     let mut consumers = Vec::new();
