@@ -492,36 +492,38 @@ async fn nats_rows(server: &Path, per_shard: bool, duration: Duration) -> anyhow
     Ok(rows)
 }
 
-/// One round of the goal workloads: Freshet's batched and single rows on `SHARDS` shards
-/// against NATS' on one stream, and which of the two ran first.
+/// One round of the goal workloads: (records/s, put p99 ms) of batched and single puts,
+/// Freshet's on `SHARDS` shards and NATS' on one stream, and which of the two ran first.
 struct Round {
     freshet_first: bool,
-    freshet: [f64; 2],
-    nats: [f64; 2],
-    /// Freshet / NATS: throughput batched, single; put p99 batched, single.
-    ratios: [f64; 4],
+    freshet: [(f64, f64); 2],
+    nats: [(f64, f64); 2],
 }
 
 impl Round {
     fn new(freshet_first: bool, freshet: &[Result], nats: &[Result]) -> Round {
-        let (f, n) = (&freshet[..2], &nats[..2]);
+        let figures = |r: &Result| (r.records_per_sec, r.put_p99_ms);
         Round {
             freshet_first,
-            freshet: [f[0].records_per_sec, f[1].records_per_sec],
-            nats: [n[0].records_per_sec, n[1].records_per_sec],
-            ratios: [
-                f[0].records_per_sec / n[0].records_per_sec,
-                f[1].records_per_sec / n[1].records_per_sec,
-                f[0].put_p99_ms / n[0].put_p99_ms,
-                f[1].put_p99_ms / n[1].put_p99_ms,
-            ],
+            freshet: [figures(&freshet[0]), figures(&freshet[1])],
+            nats: [figures(&nats[0]), figures(&nats[1])],
         }
+    }
+
+    /// Freshet / NATS throughput of workload `w` (0 batched, 1 single).
+    fn throughput_ratio(&self, w: usize) -> f64 {
+        self.freshet[w].0 / self.nats[w].0
+    }
+
+    /// Freshet / NATS put p99 of workload `w`.
+    fn p99_ratio(&self, w: usize) -> f64 {
+        self.freshet[w].1 / self.nats[w].1
     }
 }
 
-/// Rounds 2..=`rounds` of the goal workloads (round 1 is the caller's), alternating which
-/// system goes first.
-async fn more_rounds(
+/// Runs rounds of the goal workloads until there are `rounds`, alternating which system
+/// goes first (the first round of a full run is the caller's, with its extra rows).
+async fn run_rounds(
     goal: &mut Vec<Round>,
     rounds: usize,
     shards: (u32, u32),
@@ -555,20 +557,25 @@ fn print_rounds(goal: &[Round], (batched, single): (u32, u32)) {
             "| {} | {} | {:.0} | {:.0} | {:.2}x | {:.2}x | {:.0} | {:.0} | {:.2}x | {:.2}x |",
             i + 1,
             if r.freshet_first { "Freshet" } else { "NATS" },
-            r.freshet[0],
-            r.nats[0],
-            r.ratios[0],
-            r.ratios[2],
-            r.freshet[1],
-            r.nats[1],
-            r.ratios[1],
-            r.ratios[3]
+            r.freshet[0].0,
+            r.nats[0].0,
+            r.throughput_ratio(0),
+            r.p99_ratio(0),
+            r.freshet[1].0,
+            r.nats[1].0,
+            r.throughput_ratio(1),
+            r.p99_ratio(1)
         );
     }
-    let m = |k: usize| median(goal.iter().map(|r| r.ratios[k]).collect());
+    let throughput = |w| median(goal.iter().map(|r| r.throughput_ratio(w)).collect());
+    let p99 = |w| median(goal.iter().map(|r| r.p99_ratio(w)).collect());
     let n = goal.len();
-    println!("Freshet / NATS throughput (median of {n} rounds): batched {:.2}x, single {:.2}x", m(0), m(1));
-    println!("Freshet / NATS put p99 (median of {n} rounds): batched {:.2}x, single {:.2}x", m(2), m(3));
+    println!(
+        "Freshet / NATS throughput (median of {n} rounds): batched {:.2}x, single {:.2}x",
+        throughput(0),
+        throughput(1)
+    );
+    println!("Freshet / NATS put p99 (median of {n} rounds): batched {:.2}x, single {:.2}x", p99(0), p99(1));
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -628,10 +635,8 @@ async fn main() -> anyhow::Result<()> {
         }
         // `goal` runs just the goal workloads, `--rounds` times (for judging a change).
         Some("goal") => {
-            let freshet = freshet_rows(shards, true, false, duration).await?;
-            let nats = nats_rows(&nats_server, false, duration).await?;
-            let mut goal = vec![Round::new(true, &freshet, &nats)];
-            more_rounds(&mut goal, rounds, shards, &nats_server, duration).await?;
+            let mut goal = Vec::new();
+            run_rounds(&mut goal, rounds, shards, &nats_server, duration).await?;
             print_rounds(&goal, shards);
             return Ok(());
         }
@@ -651,7 +656,7 @@ async fn main() -> anyhow::Result<()> {
     let freshet = freshet_rows(shards, true, true, duration).await?;
     let nats = nats_rows(&nats_server, true, duration).await?;
     let mut goal = vec![Round::new(true, &freshet, &nats)];
-    more_rounds(&mut goal, rounds, shards, &nats_server, duration).await?;
+    run_rounds(&mut goal, rounds, shards, &nats_server, duration).await?;
     let (kinesis_rows, kinesis_lines) = kinesis_comparison(&kinesalite, duration).await?;
     eprintln!("==> Freshet: idle footprint of a node holding 100 shard replicas");
     let (rss_mib, idle_cpu) = idle_footprint().await?;
